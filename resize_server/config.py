@@ -1,0 +1,168 @@
+"""Settings, read once from ``RESIZE_*`` environment variables and validated up front.
+
+``Settings.from_env()`` never raises on a bad value by itself; ``validate()``
+collects every problem and raises ``ConfigError`` naming each bad variable, so
+an operator fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .limits import Size, SizePolicy, SourceLimits, format_sizes, parse_sizes
+
+STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+)
+DEFAULT_SIZES = "50x50,100x100,200x200,400x400,800x800,1024x1024,200x,x200"
+PREFIX = "RESIZE_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable.  Field name ``foo_bar`` is read from ``RESIZE_FOO_BAR``."""
+
+    bucket: str = ""
+    region: str = "us-east-1"
+    s3_endpoint_url: str = ""
+    allowed_sizes: frozenset[Size] | None = field(default_factory=lambda: parse_sizes(DEFAULT_SIZES))
+    max_width: int = 2048
+    max_height: int = 2048
+    upscale: bool = False
+    jpeg_quality: int = 85
+    storage_class: str = "REDUCED_REDUNDANCY"
+    cache_control: str = "public, max-age=31536000, immutable"
+    store_results: bool = True
+    s3_connect_timeout: float = 2.0
+    s3_read_timeout: float = 10.0
+    s3_max_attempts: int = 3
+    max_source_bytes: int = 30 * 1024 * 1024
+    max_source_pixels: int = 50_000_000
+    render_concurrency: int = field(default_factory=_cpu_count)
+    queue_size: int = 16
+    queue_timeout: float = 10.0
+    store_queue_size: int = 64
+    redis_url: str = ""
+    redis_lock_ms: int = 30_000
+    redis_wait: float = 10.0
+    log_level: str = "INFO"
+
+    # ---- derived views -------------------------------------------------
+
+    @property
+    def size_policy(self) -> SizePolicy:
+        return SizePolicy(self.allowed_sizes, self.max_width, self.max_height)
+
+    @property
+    def source_limits(self) -> SourceLimits:
+        return SourceLimits(self.max_source_bytes, self.max_source_pixels)
+
+    # ---- construction ----------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, prefix: str = PREFIX) -> "Settings":
+        """Read settings; values that do not parse are kept as text for ``validate()`` to name."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = prefix + f.name.upper()
+            if name in environ:
+                values[f.name] = environ[name]
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "Settings":
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        converted: dict[str, Any] = {}
+        problems = []
+        for name, raw in values.items():
+            try:
+                converted[name] = _convert(name, raw, cls.__dataclass_fields__[name].type)
+            except ValueError as exc:
+                problems.append(f"{PREFIX}{name.upper()}={raw!r}: {exc}")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        return replace(cls(), **converted)
+
+    def validate(self) -> "Settings":
+        problems = []
+
+        def bad(name: str, message: str) -> None:
+            problems.append(f"{PREFIX}{name.upper()}={getattr(self, name)!r}: {message}")
+
+        if not self.bucket:
+            bad("bucket", "is required (the bucket holding originals and derived images)")
+        if self.storage_class not in STORAGE_CLASSES:
+            bad("storage_class", f"must be one of {', '.join(STORAGE_CLASSES)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            bad("jpeg_quality", "must be between 1 and 100")
+        for name in ("max_width", "max_height", "max_source_bytes", "max_source_pixels",
+                     "render_concurrency", "store_queue_size", "s3_max_attempts", "redis_lock_ms"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        if self.queue_size < 0:
+            bad("queue_size", "must be 0 or more")
+        for name in ("s3_connect_timeout", "s3_read_timeout", "queue_timeout", "redis_wait"):
+            if getattr(self, name) <= 0:
+                bad(name, "must be a positive number of seconds")
+        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            bad("s3_endpoint_url", "must start with http:// or https://")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            bad("redis_url", "must start with redis://, rediss:// or unix://")
+        if self.allowed_sizes is not None:
+            too_big = [s for s in self.allowed_sizes
+                       if (s[0] or 0) > self.max_width or (s[1] or 0) > self.max_height]
+            if too_big:
+                bad("allowed_sizes", f"{format_sizes(frozenset(too_big))} exceed RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        return self
+
+
+def _convert(name: str, raw: Any, type_name: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    raw = raw.strip()
+    if type_name == "bool":
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be true or false")
+    if type_name == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if type_name == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if name == "allowed_sizes":
+        return parse_sizes(raw)
+    return raw

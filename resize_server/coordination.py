@@ -1,0 +1,79 @@
+"""Cross-instance coordination: a Redis lock so one instance renders a key while the others wait.
+
+The lock is ``SET key token NX PX ttl`` and is released only by its owner
+(compare-and-delete in Lua), so an instance whose lock expired cannot delete
+the lock another instance took since.  Redis is an optimisation, never a
+dependency: when it is down or slow, callers go on with local single-flight
+only, and a counter records it.  After a failure Redis is not asked again for
+``backoff`` seconds, so a dead Redis costs one timeout per backoff period, not
+one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+import redis
+
+log = logging.getLogger(__name__)
+
+_RELEASE = """
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("del", KEYS[1])
+end
+return 0
+"""
+
+
+class CoordinatorUnavailable(Exception):
+    pass
+
+
+class RedisCoordinator:
+    prefix = "resize-lock:"
+
+    def __init__(self, client: "redis.Redis", lock_ms: int, backoff: float = 5.0, metrics=None) -> None:
+        self.client = client
+        self.lock_ms = lock_ms
+        self.backoff = backoff
+        self.metrics = metrics
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, lock_ms: int, metrics=None) -> "RedisCoordinator":
+        client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25, retry_on_timeout=False)
+        return cls(client, lock_ms, metrics=metrics)
+
+    def _call(self, fn, *args):
+        if time.monotonic() < self._down_until:
+            raise CoordinatorUnavailable("redis marked down")
+        try:
+            return fn(*args)
+        except redis.RedisError as exc:
+            with self._lock:
+                self._down_until = time.monotonic() + self.backoff
+            if self.metrics is not None:
+                self.metrics.inc("redis_errors_total")
+            log.warning("redis unavailable, using local single-flight only",
+                        extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+            raise CoordinatorUnavailable(str(exc)) from None
+
+    def try_lock(self, key: str) -> str | None:
+        """A token if this instance now owns the lock, None if another instance does."""
+        token = secrets.token_hex(16)
+        ok = self._call(lambda: self.client.set(self.prefix + key, token, nx=True, px=self.lock_ms))
+        return token if ok else None
+
+    def is_locked(self, key: str) -> bool:
+        return bool(self._call(lambda: self.client.exists(self.prefix + key)))
+
+    def unlock(self, key: str, token: str) -> None:
+        try:
+            self._call(lambda: self._release(keys=[self.prefix + key], args=[token]))
+        except CoordinatorUnavailable:
+            pass  # the lock expires by itself

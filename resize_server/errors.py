@@ -1,0 +1,105 @@
+"""Every failure the service can report, each with its HTTP status and public message.
+
+Errors are raised anywhere below the HTTP layer and turned into a response in
+exactly one place (``http.errors``).  ``public`` is safe to show to a client;
+``detail`` is for the log only.  ``log_level`` says how loudly the failure is
+logged: client mistakes are ``info``, limits are ``warning``, faults of our
+dependencies are ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class ResizeError(Exception):
+    status = 500
+    public = "internal error"
+    log_level = logging.ERROR
+    headers: dict[str, str] = {}
+
+    def __init__(self, public: str | None = None, *, detail: str | None = None):
+        if public is not None:
+            self.public = public
+        self.detail = detail or self.public
+        super().__init__(self.detail)
+
+
+class BadRequest(ResizeError):
+    status = 400
+    public = "bad request"
+    log_level = logging.INFO
+
+
+class InvalidKey(BadRequest):
+    """The key is malformed or hostile (traversal, control characters, too long)."""
+
+
+class InvalidSize(BadRequest):
+    """The size in a derived name is zero, negative or not a number."""
+
+
+class SizeNotAllowed(ResizeError):
+    """The size is well formed but the size policy does not allow it."""
+
+    status = 403
+    public = "size not allowed"
+    log_level = logging.INFO
+
+
+class NotFound(ResizeError):
+    status = 404
+    public = "not found"
+    log_level = logging.INFO
+
+
+class NotADerivedKey(NotFound):
+    public = "not a derived image name"
+
+
+class SourceNotFound(NotFound):
+    public = "source image not found"
+
+
+class SourceTooLarge(ResizeError):
+    status = 413
+    public = "source image too large"
+    log_level = logging.WARNING
+
+
+class UnsupportedFormat(ResizeError):
+    status = 415
+    public = "unsupported image format"
+    log_level = logging.WARNING
+
+
+class CorruptImage(ResizeError):
+    status = 422
+    public = "image could not be decoded"
+    log_level = logging.WARNING
+
+
+class Overloaded(ResizeError):
+    status = 503
+    public = "server busy, retry later"
+    log_level = logging.WARNING
+
+    def __init__(self, public: str | None = None, *, retry_after: int = 1, detail: str | None = None):
+        super().__init__(public, detail=detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class UpstreamError(ResizeError):
+    """S3 failed (5xx after retries, or a response we cannot use)."""
+
+    status = 502
+    public = "storage backend error"
+
+
+class UpstreamAccessDenied(UpstreamError):
+    public = "storage backend denied access"
+
+
+class UpstreamTimeout(ResizeError):
+    status = 504
+    public = "storage backend timed out"

@@ -1,0 +1,169 @@
+"""Concurrency control inside one process: single-flight, the render gate, the store queue."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+from .errors import Overloaded
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Call:
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+
+
+class SingleFlight:
+    """Concurrent calls for the same key share one execution and its outcome."""
+
+    def __init__(self, wait_timeout: float) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+        self.wait_timeout = wait_timeout
+
+    def do(self, key: str, fn: Callable[[], T]) -> tuple[T, bool]:
+        """Run ``fn`` once for all concurrent callers; returns (result, shared)."""
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if leader:
+                call = self._calls[key] = _Call()
+        if not leader:
+            if not call.done.wait(self.wait_timeout):
+                raise Overloaded(detail=f"waited {self.wait_timeout}s for another request rendering {key}")
+            if call.error is not None:
+                raise call.error
+            return call.result, True
+        try:
+            call.result = fn()
+            return call.result, False
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+
+class RenderGate:
+    """At most ``slots`` renders at once; at most ``max_waiting`` callers wait, each for ``timeout`` s.
+
+    Beyond that a caller is refused at once with 503, so load above capacity
+    costs nothing but the refusal.
+    """
+
+    def __init__(self, slots: int, max_waiting: int, timeout: float) -> None:
+        self._slots = threading.Semaphore(slots)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._active = 0
+        self.max_waiting = max_waiting
+        self.timeout = timeout
+        self.size = slots
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                if self._waiting >= self.max_waiting:
+                    raise Overloaded(retry_after=1, detail=f"{self._waiting} requests already waiting")
+                self._waiting += 1
+            try:
+                acquired = self._slots.acquire(timeout=self.timeout)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise Overloaded(retry_after=2, detail=f"no render slot within {self.timeout}s")
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+            self._slots.release()
+
+
+class StoreQueue:
+    """Stores rendered images after the response, in one background thread.
+
+    Bounded: when the queue is full the caller stores inline (slower for that
+    client, but no image is dropped and memory stays bounded).  ``drain()``
+    stores everything still queued; it runs on graceful shutdown.
+    """
+
+    _STOP = object()
+
+    def __init__(self, store: Callable[[object], None], maxsize: int) -> None:
+        self._store = store
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, item: object) -> bool:
+        """Queue ``item``; returns False if it was stored inline because the queue was full."""
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            self._store(item)
+            return False
+
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._start_lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="store-queue", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is self._STOP:
+                    return
+                self._store(item)
+            except Exception:  # the store function logs its own failures; never let the thread die
+                log.exception("store worker failed")
+            finally:
+                self._queue.task_done()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued item is stored; True if the queue emptied in time."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            if self._thread is None or not self._thread.is_alive():
+                self._ensure_thread()
+            time.sleep(0.005)
+        return True

@@ -1,0 +1,40 @@
+"""The one place where errors become responses."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ResizeError
+
+log = logging.getLogger("resize_server.http")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = Response(message + "\n", status=status, mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(headers or {})
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ResizeError)
+    def resize_error(exc: ResizeError) -> Response:
+        service = app.extensions["resize"]
+        service.metrics.inc("errors_total", status=str(exc.status))
+        log.log(exc.log_level, exc.public, extra={"fields": {
+            "path": request.full_path.rstrip("?"), "status": exc.status,
+            "error": type(exc).__name__, "detail": exc.detail}})
+        return error_response(exc.status, exc.public, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, (exc.name or "error").lower(), dict(exc.get_headers()) if exc.code == 405 else None)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        app.extensions["resize"].metrics.inc("errors_total", status="500")
+        log.exception("unhandled error (a bug)", extra={"fields": {"path": request.full_path.rstrip("?")}})
+        return error_response(500, "internal error")

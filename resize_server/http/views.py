@@ -1,0 +1,63 @@
+"""Routes: the S3-redirect endpoint, the proxied-path endpoint, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, request
+
+from ..options import decode_src
+
+bp = Blueprint("resize", __name__)
+log = logging.getLogger("resize_server.http")
+
+
+def _service():
+    return current_app.extensions["resize"]
+
+
+@bp.get("/resize.php")
+def resize_php() -> Response:
+    """What the S3 website RoutingRule redirects to: ``/resize.php?src=<key>``."""
+    return _serve(decode_src(request.query_string))
+
+
+@bp.get("/<path:key>")
+def resize_path(key: str) -> Response:
+    """The same, for fronts that proxy the original path (nginx, CloudFront)."""
+    return _serve(key)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return Response("ok\n", mimetype="text/plain")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    _service().storage.check()
+    return Response("ready\n", mimetype="text/plain")
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(_service().metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+def _serve(key: str) -> Response:
+    started = time.perf_counter()
+    service = _service()
+    result = service.resize_key(key)
+    response = Response(result.data, mimetype=result.content_type)
+    response.headers["Cache-Control"] = service.settings.cache_control
+    response.set_etag(result.etag.strip('"'))
+    response.headers["X-Resize-Source"] = result.source
+    if result.timings:
+        response.headers["Server-Timing"] = ", ".join(
+            f"{name.removesuffix('_ms')};dur={value}" for name, value in result.timings.items())
+    response.make_conditional(request)
+    log.info("served", extra={"fields": {
+        "key": key, "status": response.status_code, "source": result.source, "bytes": len(result.data),
+        "ms": round((time.perf_counter() - started) * 1000, 1)}})
+    return response

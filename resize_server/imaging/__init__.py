@@ -1,0 +1,1 @@
+"""Image engines: the interface, pure geometry, and the Wand (ImageMagick) engine."""

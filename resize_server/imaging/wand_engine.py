@@ -1,0 +1,74 @@
+"""The ImageMagick engine, through Wand.  The only module that imports ``wand``.
+
+Every Wand exception is translated here into a ``ResizeError``; nothing above
+this module ever sees a ``wand`` type.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from wand.exceptions import (
+    BaseWarning,
+    MissingDelegateError,
+    PolicyError,
+    ResourceLimitError,
+    ResourceLimitFatalError,
+    WandException,
+)
+from wand.image import Image
+
+from ..errors import CorruptImage, SourceTooLarge, UnsupportedFormat
+from ..sniff import ImageHeader
+from .base import Rendered
+from .geometry import Plan
+
+# Decoders are chosen by our own magic-byte sniffing, never by ImageMagick's guess.
+_CODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
+_ENCODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
+
+
+@dataclass
+class WandEngine:
+    jpeg_quality: int = 85
+    filter: str = "lanczos"
+
+    def __post_init__(self) -> None:
+        # A truncated file decodes with a warning; we keep what was decoded
+        # (a partial thumbnail beats an error), so warnings are not noise to print.
+        warnings.filterwarnings("ignore", category=BaseWarning)
+
+    def render(self, data: bytes, header: ImageHeader, plan: Plan, output_format: str) -> Rendered:
+        try:
+            return self._render(data, header, plan, output_format)
+        except (ResourceLimitError, ResourceLimitFatalError) as exc:
+            raise SourceTooLarge("image exceeds the server's ImageMagick resource limits", detail=str(exc)) from None
+        except (PolicyError, MissingDelegateError) as exc:
+            raise UnsupportedFormat(detail=str(exc)) from None
+        except WandException as exc:
+            raise CorruptImage(detail=str(exc)) from None
+
+    def _render(self, data: bytes, header: ImageHeader, plan: Plan, output_format: str) -> Rendered:
+        with Image() as img:
+            if plan.load_hint is not None:
+                img.options["jpeg:size"] = "%dx%d" % plan.load_hint
+            # "[0]" reads the first frame only: animated images become a still.
+            img.read(blob=data, format=_CODER[header.format] + "[0]")
+            if img.width == 0 or img.height == 0:
+                raise CorruptImage(detail="decoder returned an empty image")
+            img.auto_orient()
+            if img.colorspace == "cmyk":
+                img.transform_colorspace("srgb")
+            if (img.width, img.height) != plan.resize:
+                img.resize(*plan.resize, filter=self.filter)
+            if plan.crop is not None:
+                left, top, width, height = plan.crop
+                img.crop(left, top, width=width, height=height)
+            img.reset_coords()
+            img.strip()
+            img.format = _ENCODER[output_format]
+            if output_format in ("jpeg", "webp"):
+                img.compression_quality = self.jpeg_quality
+            blob = img.make_blob()
+            return Rendered(data=blob, format=output_format, width=img.width, height=img.height)

@@ -1,0 +1,185 @@
+"""The one use case: derived key -> fetch the source -> check -> render -> store.
+
+HTTP, the worker and the CLI are thin adapters over ``ResizeService``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from .config import Settings
+from .coordination import CoordinatorUnavailable
+from .errors import ResizeError, SourceNotFound
+from .flow import RenderGate, SingleFlight, StoreQueue
+from .imaging.base import Engine
+from .imaging.geometry import plan as make_plan
+from .metrics import Metrics
+from .options import CONTENT_TYPES, RenderRequest, parse_key
+from .storage.base import Storage, StoredObject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    data: bytes
+    content_type: str
+    etag: str  # quoted MD5 of the bytes, the same ETag S3 gives the stored object
+    width: int | None = None
+    height: int | None = None
+    source: str = "render"  # "render", "shared" (single-flight) or "stored" (another instance)
+    timings: dict | None = None
+    source_etag: str = ""
+
+
+@dataclass
+class _StoreItem:
+    obj: StoredObject
+    lock_key: str | None = None
+    lock_token: str | None = None
+
+
+class ResizeService:
+    def __init__(self, settings: Settings, storage: Storage, engine: Engine, *,
+                 coordinator=None, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.engine = engine
+        self.coordinator = coordinator
+        self.metrics = metrics or Metrics()
+        self.policy = settings.size_policy
+        self.limits = settings.source_limits
+        self.gate = RenderGate(settings.render_concurrency, settings.queue_size, settings.queue_timeout)
+        self.flight = SingleFlight(wait_timeout=settings.queue_timeout + settings.s3_read_timeout * 3 + 60)
+        self.store_queue = StoreQueue(self._store_item, settings.store_queue_size)
+        self.metrics.gauge("render_active", lambda: self.gate.active)
+        self.metrics.gauge("render_waiting", lambda: self.gate.waiting)
+        self.metrics.gauge("store_queue_pending", self.store_queue.pending)
+
+    # ---- entry points ------------------------------------------------------
+
+    def request_for(self, key: str) -> RenderRequest:
+        """Parse and police a key without any I/O."""
+        request = parse_key(key)
+        self.policy.check(request)
+        return request
+
+    def resize_key(self, key: str) -> Result:
+        """Serve a derived key: render it (once per key across concurrent callers) and store it."""
+        request = self.request_for(key)
+        result, shared = self.flight.do(request.key, lambda: self._lead(request))
+        if shared:
+            self.metrics.inc("singleflight_shared_total")
+            return Result(**{**result.__dict__, "source": "shared"})
+        return result
+
+    def render(self, request: RenderRequest) -> Result:
+        """Fetch, check and render, without storing (used by the worker, CLI and benchmarks too)."""
+        timings: dict[str, float] = {}
+        with self.gate.slot():
+            t0 = time.perf_counter()
+            source = self.storage.get(request.source_key, self.limits.max_bytes)
+            t1 = time.perf_counter()
+            header = self.limits.inspect(source.data)
+            plan = make_plan(header, request.width, request.height, request.mode, self.settings.upscale)
+            rendered = self.engine.render(source.data, header, plan, request.format)
+            t2 = time.perf_counter()
+        timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
+        self.metrics.inc("renders_total", format=request.format)
+        return Result(
+            data=rendered.data,
+            content_type=CONTENT_TYPES[rendered.format],
+            etag='"%s"' % hashlib.md5(rendered.data).hexdigest(),
+            width=rendered.width,
+            height=rendered.height,
+            timings=timings,
+            source_etag=source.etag.strip('"'),
+        )
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Store everything still queued (graceful shutdown, tests)."""
+        return self.store_queue.drain(timeout)
+
+    # ---- internals -----------------------------------------------------------
+
+    def _lead(self, request: RenderRequest) -> Result:
+        token = None
+        if self.coordinator is not None:
+            try:
+                token = self.coordinator.try_lock(request.key)
+                if token is None:
+                    stored = self._wait_for_other_instance(request)
+                    if stored is not None:
+                        return stored
+            except CoordinatorUnavailable:
+                token = None
+        try:
+            result = self.render(request)
+        except BaseException:
+            if token is not None:
+                self.coordinator.unlock(request.key, token)
+            raise
+        self._store(request, result, token)
+        return result
+
+    def _wait_for_other_instance(self, request: RenderRequest) -> Result | None:
+        """Another instance holds the lock: wait for it to finish, then read what it stored."""
+        deadline = time.monotonic() + self.settings.redis_wait
+        while self.coordinator.is_locked(request.key):
+            if time.monotonic() > deadline:
+                log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
+                return None
+            time.sleep(0.05)
+        try:
+            obj = self.storage.get(request.key, self.limits.max_bytes)
+        except SourceNotFound:
+            return None  # the other instance failed; render here
+        self.metrics.inc("lock_waits_served_total")
+        content_type = obj.content_type or request.content_type
+        return Result(obj.data, content_type, '"%s"' % hashlib.md5(obj.data).hexdigest(), source="stored")
+
+    def _store(self, request: RenderRequest, result: Result, token: str | None) -> None:
+        item = _StoreItem(
+            StoredObject(
+                key=request.key,
+                data=result.data,
+                content_type=result.content_type,
+                cache_control=self.settings.cache_control,
+                storage_class=self.settings.storage_class,
+                metadata={
+                    "derived-from": request.source_key,
+                    "source-etag": result.source_etag,
+                    "resize": f"{request.size_label}:{request.mode}",
+                },
+            ),
+            lock_key=request.key if token else None,
+            lock_token=token,
+        )
+        if not self.settings.store_results:
+            self._unlock(item)
+            return
+        if not self.store_queue.submit(item):
+            self.metrics.inc("store_inline_total")
+
+    def _store_item(self, item: _StoreItem) -> None:
+        try:
+            t0 = time.perf_counter()
+            self.storage.put(item.obj)
+            self.metrics.inc("stores_total")
+            log.debug("stored", extra={"fields": {"key": item.obj.key, "ms": round((time.perf_counter() - t0) * 1000, 1)}})
+        except ResizeError as exc:
+            self.metrics.inc("store_failures_total")
+            log.error("store failed; the client was still served", extra={"fields": {
+                "key": item.obj.key, "error": type(exc).__name__, "detail": exc.detail}})
+        except Exception:
+            self.metrics.inc("store_failures_total")
+            log.exception("store failed unexpectedly", extra={"fields": {"key": item.obj.key}})
+        finally:
+            self._unlock(item)
+
+    def _unlock(self, item: _StoreItem) -> None:
+        if item.lock_token is not None:
+            self.coordinator.unlock(item.lock_key, item.lock_token)

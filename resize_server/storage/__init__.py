@@ -1,0 +1,1 @@
+"""Where originals are read from and derived images are written to."""
