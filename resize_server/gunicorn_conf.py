@@ -1,0 +1,42 @@
+"""gunicorn settings: ``gunicorn -c python:resize_server.gunicorn_conf wsgi:app``.
+
+gthread workers: Wand calls release the GIL, so threads in one process render
+in parallel; each worker's ``RenderGate`` bounds how many render at once and
+how many may wait, and the threads beyond those answer 503 at once.
+"""
+
+import os
+
+from resize_server.config import Settings
+
+_settings = Settings.from_env()
+
+bind = os.environ.get("RESIZE_BIND", "127.0.0.1:8080")
+workers = int(os.environ.get("RESIZE_WORKERS", str(_settings.render_concurrency)))
+worker_class = "gthread"
+# Enough threads for the render slots, the waiting room and health checks; the
+# gate, not gunicorn's backlog, decides who waits and who gets a 503.
+threads = int(os.environ.get("RESIZE_THREADS", str(_settings.render_concurrency + _settings.queue_size + 4)))
+timeout = 60
+graceful_timeout = 30
+# Longer than an ELB's default 60 s idle timeout, so the balancer closes idle
+# connections first and never sends a request on a socket we are closing.
+keepalive = 75
+# Several servers may run on one host (tests, benchmarks); none needs gunicorn's control socket.
+control_socket_disable = True
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("RESIZE_LOG_LEVEL", "info").lower()
+
+# ImageMagick's OpenMP threads do not speed up thumbnails and fight the
+# worker threads for cores; one per render is the measured best.
+os.environ.setdefault("MAGICK_THREAD_LIMIT", "1")
+
+
+def worker_exit(server, worker):
+    """Graceful stop (SIGTERM, SIGHUP, scale-in): store every rendered image before exiting."""
+    app = getattr(worker, "wsgi", None)
+    service = getattr(app, "extensions", {}).get("resize") if app is not None else None
+    if service is not None:
+        drained = service.drain(timeout=graceful_timeout - 5)
+        server.log.info("store queue drained" if drained else "store queue NOT drained before timeout")

@@ -1,0 +1,94 @@
+"""Shared fixtures: fake AWS credentials, moto S3, the Flask app and its client, test images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from resize_server.config import Settings
+from resize_server.http import create_app
+from resize_server.storage.s3 import S3Storage, make_client
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTIMAGES = ROOT.parent / "shared" / "testimages" / "exif-orientation"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BUCKET = "images"
+
+
+def photo(name: str = "Landscape_1.jpg") -> bytes:
+    """A real photograph from shared/testimages (or the copy in tests/fixtures)."""
+    for folder in (TESTIMAGES, FIXTURES / "exif-orientation"):
+        path = folder / name
+        if path.exists():
+            return path.read_bytes()
+    raise FileNotFoundError(name)
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch):
+    """Fake credentials so nothing can reach real AWS, whatever the developer's environment holds."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(bucket=BUCKET)
+
+
+@pytest.fixture
+def s3(settings):
+    """A boto3 client on moto's in-process S3, with the bucket created."""
+    with mock_aws():
+        client = make_client(settings)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def storage(s3):
+    return S3Storage(s3, BUCKET)
+
+
+@pytest.fixture
+def app(settings, storage):
+    return create_app(settings, storage=storage)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def service(app):
+    return app.extensions["resize"]
+
+
+def png_with_alpha(width: int = 640, height: int = 480) -> bytes:
+    """A PNG whose left half is opaque red and right half fully transparent."""
+    from wand.color import Color
+    from wand.image import Image
+
+    with Image(width=width, height=height, background=Color("transparent")) as img:
+        with Image(width=width // 2, height=height, background=Color("red")) as left:
+            img.composite(left, 0, 0)
+        img.format = "png"
+        return img.make_blob()
+
+
+def dimensions(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) of encoded image bytes, as ImageMagick decodes them."""
+    from wand.image import Image
+
+    with Image(blob=data) as img:
+        return img.format, img.width, img.height
