@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from urllib.parse import quote
 from dataclasses import dataclass
 
 from .config import Settings
@@ -150,7 +151,8 @@ class ResizeService:
                 cache_control=self.settings.cache_control,
                 storage_class=self.settings.storage_class,
                 metadata={
-                    "derived-from": request.source_key,
+                    # S3 metadata is ASCII only: the key is percent-encoded (RFC 3986).
+                    "derived-from": quote(request.source_key, safe="/"),
                     "source-etag": result.source_etag,
                     "resize": f"{request.size_label}:{request.mode}",
                 },

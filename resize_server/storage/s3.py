@@ -35,7 +35,8 @@ def make_client(settings, max_pool_connections: int = 32):
         region_name=settings.region,
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
-        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        # total_max_attempts counts the first try; the "max_attempts" key would count retries only.
+        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
         max_pool_connections=max_pool_connections,
         # Checksums only where S3 requires them: S3-compatible local servers
         # (s3rver, older MinIO) do not understand aws-chunked trailers.
