@@ -119,6 +119,8 @@ def _translate(exc: Exception, operation: str, key: str, bucket: str):
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return UpstreamError("bucket not found", detail=f"{operation} {key}: bucket {bucket} does not exist")
         if code in _NOT_FOUND or status == 404:
             return SourceNotFound(detail=f"{operation} {key}: {code}")
         if code in _DENIED or status == 403:

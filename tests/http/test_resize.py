@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ConnectionClosedError
 
 from resize_server.config import ConfigError, Settings
 from resize_server.http import create_app
@@ -143,24 +143,16 @@ def test_post_is_405(client):
     assert client.post("/samples/earth_200x200.jpg").status_code == 405
 
 
-class _Body:
-    """The raw body botocore reads from an HTTP response."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def stream(self, *args, **kwargs):
-        yield self.data
-
-
 def test_failed_store_still_serves_the_image(client, service, s3, earth):
     calls = []
 
     def fail_put(request, **kwargs):
+        # Raise rather than return a response: botocore calls every before-send
+        # handler, so moto would otherwise still store the object.
         calls.append(request.url)
-        return AWSResponse(request.url, 500, {}, _Body(b"<Error><Code>InternalError</Code></Error>"))
+        raise ConnectionClosedError(endpoint_url=request.url)
 
-    s3.meta.events.register("before-send.s3.PutObject", fail_put)
+    s3.meta.events.register_first("before-send.s3.PutObject", fail_put)
     response = client.get("/samples/earth_200x200.jpg")
     assert response.status_code == 200
     assert dimensions(response.data) == ("JPEG", 200, 133)
