@@ -1,8 +1,9 @@
 """Settings, read once from ``RESIZE_*`` environment variables and validated up front.
 
-``Settings.from_env()`` never raises on a bad value by itself; ``validate()``
-collects every problem and raises ``ConfigError`` naming each bad variable, so
-an operator fixes them all in one go.
+``Settings.from_env()`` raises ``ConfigError`` for values that do not parse,
+``validate()`` for values that parse but are wrong; either way one error names
+every bad variable (unparseable and invalid alike), so an operator fixes them
+all in one go.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Settings:
     s3_max_attempts: int = 3
     max_source_bytes: int = 30 * 1024 * 1024
     max_source_pixels: int = 50_000_000
+    magick_memory_mb: int = 1024
     render_concurrency: int = field(default_factory=_cpu_count)
     queue_size: int = 16
     queue_timeout: float = 10.0
@@ -79,7 +81,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, prefix: str = PREFIX) -> "Settings":
-        """Read settings; values that do not parse are kept as text for ``validate()`` to name."""
+        """Read settings from ``<prefix><FIELD>`` variables (unset ones keep their defaults)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -101,11 +103,21 @@ class Settings:
                 converted[name] = _convert(name, raw, cls.__dataclass_fields__[name].type)
             except ValueError as exc:
                 problems.append(f"{PREFIX}{name.upper()}={raw!r}: {exc}")
+        settings = replace(cls(), **converted)
         if problems:
+            # Name the values that parsed but are wrong too, not only the first kind of problem.
+            problems += settings.problems()
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-        return replace(cls(), **converted)
+        return settings
 
     def validate(self) -> "Settings":
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        return self
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, each as ``RESIZE_NAME=value: what is wrong``."""
         problems = []
 
         def bad(name: str, message: str) -> None:
@@ -118,7 +130,7 @@ class Settings:
         if not 1 <= self.jpeg_quality <= 100:
             bad("jpeg_quality", "must be between 1 and 100")
         for name in ("max_width", "max_height", "max_source_bytes", "max_source_pixels",
-                     "render_concurrency", "store_queue_size", "s3_max_attempts", "redis_lock_ms"):
+                     "magick_memory_mb", "render_concurrency", "store_queue_size", "s3_max_attempts", "redis_lock_ms"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         if self.queue_size < 0:
@@ -137,9 +149,7 @@ class Settings:
                 bad("allowed_sizes", f"{format_sizes(frozenset(too_big))} exceed RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
-        if problems:
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-        return self
+        return problems
 
 
 def _convert(name: str, raw: Any, type_name: str) -> Any:

@@ -31,6 +31,10 @@ loglevel = os.environ.get("RESIZE_LOG_LEVEL", "info").lower()
 # ImageMagick's OpenMP threads do not speed up thumbnails and fight the
 # worker threads for cores; one per render is the measured best.
 os.environ.setdefault("MAGICK_THREAD_LIMIT", "1")
+# The restrictive ImageMagick policy shipped in deploy/ (coders, delegates, paths).
+_policy_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
+if os.path.exists(os.path.join(_policy_dir, "policy.xml")):
+    os.environ.setdefault("MAGICK_CONFIGURE_PATH", _policy_dir)
 
 
 def worker_exit(server, worker):

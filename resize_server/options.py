@@ -127,8 +127,6 @@ def parse_key(key: str) -> RenderRequest:
     if fmt is None:
         raise NotADerivedKey(f"unsupported extension .{match['ext']}")
     width, height = _side(w_text, "width"), _side(h_text, "height")
-    if width is None and height is None:
-        raise InvalidSize("size needs a width, a height or both")
     mode = "fill" if match["fill"] else "fit"
     if mode == "fill" and (width is None or height is None):
         raise InvalidSize("fill needs both a width and a height")

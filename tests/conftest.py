@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import io
+import os
 from pathlib import Path
+
+# Before ImageMagick loads: the tests run under the restrictive policy the server ships.
+os.environ.setdefault("MAGICK_CONFIGURE_PATH", str(Path(__file__).resolve().parent.parent / "deploy"))
 
 import boto3
 import pytest

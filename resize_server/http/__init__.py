@@ -37,8 +37,9 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
 
         storage = S3Storage(make_client(settings), settings.bucket)
     if engine is None:
-        from ..imaging.wand_engine import WandEngine
+        from ..imaging.wand_engine import WandEngine, apply_resource_limits
 
+        apply_resource_limits(settings.magick_memory_mb * 1024 * 1024, settings.max_source_pixels)
         engine = WandEngine(jpeg_quality=settings.jpeg_quality)
     if coordinator is None and settings.redis_url:
         from ..coordination import RedisCoordinator

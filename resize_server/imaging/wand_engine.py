@@ -18,6 +18,7 @@ from wand.exceptions import (
     WandException,
 )
 from wand.image import Image
+from wand.resource import limits as magick_limits
 
 from ..errors import CorruptImage, SourceTooLarge, UnsupportedFormat
 from ..sniff import ImageHeader
@@ -27,6 +28,23 @@ from .geometry import Plan
 # Decoders are chosen by our own magic-byte sniffing, never by ImageMagick's guess.
 _CODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
 _ENCODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
+
+
+def apply_resource_limits(memory_bytes: int, max_pixels: int, threads: int = 1) -> None:
+    """ImageMagick's own limits (process-wide), so one request cannot take the machine.
+
+    ``map`` and ``disk`` are 0: the pixel cache never spills to temporary files,
+    an image that does not fit in ``memory`` fails with a resource-limit error
+    (413) instead.  ``time`` is deliberately left unset: in ImageMagick 6 it
+    counts from process start and is *fatal*, so it would kill a long-running
+    worker (measured: limit 2 s, a render after 3 s aborted the process).
+    Request time is bounded by the render gate and gunicorn's worker timeout.
+    """
+    magick_limits["memory"] = memory_bytes
+    magick_limits["map"] = 0
+    magick_limits["disk"] = 0
+    magick_limits["area"] = max_pixels
+    magick_limits["thread"] = threads
 
 
 @dataclass

@@ -47,7 +47,9 @@ def test_valid_keys(key, source, width, height, mode, fmt):
 @pytest.mark.parametrize(
     "key",
     ["earth.jpg", "my_xmas.jpg", "doc_200x200.pdf", "earth_200x200", "samples/earth", "earth_200x200.tiff",
-     "a_200x200.jpg/b.jpg", "earth_200x200.j-g"],
+     "a_200x200.jpg/b.jpg", "earth_200x200.j-g",
+     # "_x" with no number on either side is a word, not a size: "my_x.jpg" is an original's name.
+     "earth_x.jpg", "earth_x_fill.jpg", "dir/earth_x.png"],
 )
 def test_not_a_derived_key(key):
     with pytest.raises(NotADerivedKey) as info:
@@ -68,9 +70,6 @@ def test_not_a_derived_key(key):
         "earth_0200x200.jpg",
         "earth_200x0200.jpg",
         "earth_1234567x1.jpg",
-        "earth_x.jpg",
-        "earth_x_fill.jpg",
-        "dir/earth_x.png",
         "earth_200x_fill.jpg",
         "earth_x200_fill.jpg",
     ],
