@@ -20,12 +20,19 @@ import redis
 
 log = logging.getLogger(__name__)
 
+# Release by the owner only.  After a successful store the lock becomes a
+# short-lived "stored" marker, so late requests on other instances read the
+# stored image instead of rendering it again.
 _RELEASE = """
 if redis.call("get", KEYS[1]) == ARGV[1] then
+    if ARGV[2] == "1" then
+        return redis.call("set", KEYS[1], "stored", "PX", ARGV[3])
+    end
     return redis.call("del", KEYS[1])
 end
 return 0
 """
+STORED = "stored"
 
 
 class CoordinatorUnavailable(Exception):
@@ -35,9 +42,11 @@ class CoordinatorUnavailable(Exception):
 class RedisCoordinator:
     prefix = "resize-lock:"
 
-    def __init__(self, client: "redis.Redis", lock_ms: int, backoff: float = 5.0, metrics=None) -> None:
+    def __init__(self, client: "redis.Redis", lock_ms: int, backoff: float = 5.0, metrics=None,
+                 stored_ms: int = 60_000) -> None:
         self.client = client
         self.lock_ms = lock_ms
+        self.stored_ms = stored_ms
         self.backoff = backoff
         self.metrics = metrics
         self._down_until = 0.0
@@ -69,11 +78,16 @@ class RedisCoordinator:
         ok = self._call(lambda: self.client.set(self.prefix + key, token, nx=True, px=self.lock_ms))
         return token if ok else None
 
-    def is_locked(self, key: str) -> bool:
-        return bool(self._call(lambda: self.client.exists(self.prefix + key)))
+    def state(self, key: str) -> str | None:
+        """None (nobody is on it), ``"stored"`` (recently stored), or ``"rendering"``."""
+        value = self._call(lambda: self.client.get(self.prefix + key))
+        if value is None:
+            return None
+        return STORED if value == STORED.encode() else "rendering"
 
-    def unlock(self, key: str, token: str) -> None:
+    def release(self, key: str, token: str, stored: bool) -> None:
         try:
-            self._call(lambda: self._release(keys=[self.prefix + key], args=[token]))
+            self._call(lambda: self._release(keys=[self.prefix + key], args=[token, "1" if stored else "0",
+                                                                              self.stored_ms]))
         except CoordinatorUnavailable:
             pass  # the lock expires by itself

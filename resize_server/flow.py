@@ -167,3 +167,52 @@ class StoreQueue:
                 self._ensure_thread()
             time.sleep(0.005)
         return True
+
+
+class _Store:
+    __slots__ = ("done", "ok", "at")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+        self.at = time.monotonic()
+
+
+class RecentStores:
+    """Keys this process rendered recently, with whether their store succeeded.
+
+    A request that arrives after the render finished (so single-flight no
+    longer holds it) but before S3 serves the stored object reads the stored
+    object instead of rendering again.  Bounded in size and age.
+    """
+
+    def __init__(self, ttl: float = 60.0, maxsize: int = 4096) -> None:
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Store] = {}
+
+    def begin(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = _Store()
+            while len(self._entries) > self.maxsize:
+                self._entries.pop(next(iter(self._entries)))
+
+    def finish(self, key: str, ok: bool) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None:
+            entry.ok = ok
+            entry.done.set()
+
+    def wait(self, key: str, timeout: float) -> bool:
+        """True if ``key`` was stored by this process within the TTL (waiting for a store under way)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and time.monotonic() - entry.at > self.ttl:
+                del self._entries[key]
+                entry = None
+        if entry is None:
+            return False
+        return entry.done.wait(timeout) and entry.ok

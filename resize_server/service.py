@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .coordination import CoordinatorUnavailable
 from .errors import ResizeError, SourceNotFound
-from .flow import RenderGate, SingleFlight, StoreQueue
+from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
 from .imaging.base import Engine
 from .imaging.geometry import plan as make_plan
 from .metrics import Metrics
@@ -56,6 +56,7 @@ class ResizeService:
         self.gate = RenderGate(settings.render_concurrency, settings.queue_size, settings.queue_timeout)
         self.flight = SingleFlight(wait_timeout=settings.queue_timeout + settings.s3_read_timeout * 3 + 60)
         self.store_queue = StoreQueue(self._store_item, settings.store_queue_size)
+        self.recent = RecentStores()
         self.metrics.gauge("render_active", lambda: self.gate.active)
         self.metrics.gauge("render_waiting", lambda: self.gate.waiting)
         self.metrics.gauge("store_queue_pending", self.store_queue.pending)
@@ -107,6 +108,10 @@ class ResizeService:
     # ---- internals -----------------------------------------------------------
 
     def _lead(self, request: RenderRequest) -> Result:
+        if self.recent.wait(request.key, self.settings.redis_wait):
+            stored = self._read_stored(request)
+            if stored is not None:
+                return stored
         token = None
         if self.coordinator is not None:
             try:
@@ -121,24 +126,28 @@ class ResizeService:
             result = self.render(request)
         except BaseException:
             if token is not None:
-                self.coordinator.unlock(request.key, token)
+                self.coordinator.release(request.key, token, stored=False)
             raise
         self._store(request, result, token)
         return result
 
     def _wait_for_other_instance(self, request: RenderRequest) -> Result | None:
-        """Another instance holds the lock: wait for it to finish, then read what it stored."""
+        """Another instance holds the lock: wait until it has stored the image, then read that."""
         deadline = time.monotonic() + self.settings.redis_wait
-        while self.coordinator.is_locked(request.key):
+        while self.coordinator.state(request.key) == "rendering":
             if time.monotonic() > deadline:
                 log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
                 return None
             time.sleep(0.05)
+        return self._read_stored(request)
+
+    def _read_stored(self, request: RenderRequest) -> Result | None:
+        """The derived image as stored in S3, or None (then it is rendered here)."""
         try:
             obj = self.storage.get(request.key, self.limits.max_bytes)
         except SourceNotFound:
-            return None  # the other instance failed; render here
-        self.metrics.inc("lock_waits_served_total")
+            return None
+        self.metrics.inc("served_stored_total")
         content_type = obj.content_type or request.content_type
         return Result(obj.data, content_type, '"%s"' % hashlib.md5(obj.data).hexdigest(), source="stored")
 
@@ -161,17 +170,21 @@ class ResizeService:
             lock_token=token,
         )
         if not self.settings.store_results:
-            self._unlock(item)
+            self._release(item, stored=False)
             return
+        self.recent.begin(request.key)
         if not self.store_queue.submit(item):
             self.metrics.inc("store_inline_total")
 
     def _store_item(self, item: _StoreItem) -> None:
+        stored = False
         try:
             t0 = time.perf_counter()
             self.storage.put(item.obj)
+            stored = True
             self.metrics.inc("stores_total")
-            log.debug("stored", extra={"fields": {"key": item.obj.key, "ms": round((time.perf_counter() - t0) * 1000, 1)}})
+            log.info("stored", extra={"fields": {"key": item.obj.key, "bytes": len(item.obj.data),
+                                                 "ms": round((time.perf_counter() - t0) * 1000, 1)}})
         except ResizeError as exc:
             self.metrics.inc("store_failures_total")
             log.error("store failed; the client was still served", extra={"fields": {
@@ -180,8 +193,9 @@ class ResizeService:
             self.metrics.inc("store_failures_total")
             log.exception("store failed unexpectedly", extra={"fields": {"key": item.obj.key}})
         finally:
-            self._unlock(item)
+            self.recent.finish(item.obj.key, stored)
+            self._release(item, stored)
 
-    def _unlock(self, item: _StoreItem) -> None:
+    def _release(self, item: _StoreItem, stored: bool) -> None:
         if item.lock_token is not None:
-            self.coordinator.unlock(item.lock_key, item.lock_token)
+            self.coordinator.release(item.lock_key, item.lock_token, stored)

@@ -1,10 +1,14 @@
-"""Real processes on loopback: s3rver (S3 API + website endpoint) and gunicorn running the server."""
+"""Real processes on loopback: s3rver (S3 API + website endpoint), redis-server and gunicorn.
+
+Every process is started on a free port and stopped by PID when its fixture ends.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import dataclass
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,9 @@ class Stack:
     s3_port: int
     resize_port: int
     client: object  # boto3 S3 client on s3rver
+    log_path: Path
     bucket: str = "images"
+    procs: dict = field(default_factory=dict)
 
     @property
     def website_host(self) -> str:
@@ -29,27 +35,67 @@ class Stack:
     def resize_url(self) -> str:
         return f"http://127.0.0.1:{self.resize_port}"
 
+    def log_events(self) -> list[dict]:
+        """The server's structured log lines (JSON), parsed."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    pass
+        return events
+
+
+def start_redis(port: int, log_file) -> subprocess.Popen:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (make test installs it)"
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    devstack.wait_for_port(port, proc)
+    return proc
+
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """s3rver with the `images` website bucket redirecting to a gunicorn resize server."""
-    s3_port, resize_port = devstack.free_port(), devstack.free_port()
+def s3rver(tmp_path_factory):
+    port = devstack.free_port()
     data_dir = tmp_path_factory.mktemp("s3rver")
-    logs = tmp_path_factory.mktemp("logs")
-    s3rver = gunicorn = None
+    with open(data_dir.parent / f"s3rver-{port}.log", "wb") as log:
+        proc = devstack.start_s3rver(port, data_dir, log_file=log)
     try:
-        with open(logs / "s3rver.log", "wb") as s3_log:
-            s3rver = devstack.start_s3rver(s3_port, data_dir, log_file=s3_log)
-        client = devstack.s3rver_client(s3_port)
-        devstack.prepare_bucket(client, "images", f"127.0.0.1:{resize_port}")
-        env = {**devstack.server_env(s3_port), "RESIZE_WORKERS": "2",
-               "MAGICK_CONFIGURE_PATH": str(ROOT / "deploy")}
-        with open(logs / "gunicorn.log", "wb") as g_log:
-            gunicorn = devstack.start_gunicorn(resize_port, env, log_file=g_log)
-        yield Stack(s3_port, resize_port, client)
+        yield port
     finally:
-        devstack.stop(gunicorn)
-        devstack.stop(s3rver)
-        for pid_owner in (gunicorn, s3rver):
-            if pid_owner is not None:
-                assert pid_owner.poll() is not None, "process left running"
+        devstack.stop(proc)
+        assert proc.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def make_stack(s3rver, tmp_path_factory):
+    """Start a resize server (gunicorn) against the module's s3rver with extra environment."""
+    started = []
+
+    def make(bucket: str = "images", **env: str) -> Stack:
+        resize_port = devstack.free_port()
+        client = devstack.s3rver_client(s3rver)
+        devstack.prepare_bucket(client, bucket, f"127.0.0.1:{resize_port}")
+        log_path = tmp_path_factory.mktemp("logs") / "gunicorn.log"
+        full_env = {**devstack.server_env(s3rver, bucket), "MAGICK_CONFIGURE_PATH": str(ROOT / "deploy"), **env}
+        with open(log_path, "wb") as log:
+            proc = devstack.start_gunicorn(resize_port, full_env, log_file=log)
+        stack = Stack(s3rver, resize_port, client, log_path, bucket, {"gunicorn": proc})
+        started.append(stack)
+        return stack
+
+    try:
+        yield make
+    finally:
+        for stack in started:
+            for proc in stack.procs.values():
+                devstack.stop(proc)
+                assert proc.poll() is not None, "process left running"
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack):
+    """The default server: 2 workers, the `images` website bucket redirecting to it."""
+    return make_stack(RESIZE_WORKERS="2")
