@@ -27,8 +27,8 @@ system-deps:
 	ldconfig -p | grep -q 'libMagickWand-6.Q16.so' || missing="$$missing magickwand"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
-	command -v node >/dev/null || missing="$$missing nodejs"; \
-	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	command -v node >/dev/null && ! command -v npm >/dev/null && missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  echo "installing system packages for:$$missing"; \
