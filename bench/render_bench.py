@@ -139,6 +139,11 @@ def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize"
             plan = dataclasses.replace(plan, load_hint=None)
         elif hint == "box":
             plan = dataclasses.replace(plan, load_hint=(box, box) if header.format == "jpeg" else None)
+        elif hint == "2fitted" and plan.load_hint is not None:
+            # libvips-like: leave at least a 2x reduction for the filter after shrink-on-load
+            w, h = plan.load_hint
+            big = (2 * w, 2 * h)
+            plan = dataclasses.replace(plan, load_hint=big if big[0] * 2 <= header.width and big[1] * 2 <= header.height else None)
         elif hint == "2box":
             plan = dataclasses.replace(plan, load_hint=(2 * box, 2 * box) if header.format == "jpeg" else None)
         return header, plan
@@ -179,6 +184,7 @@ VARIANTS = {
     # label -> kwargs for variant_factory
     "package engine (fitted hint, lanczos, strip)": {},
     "no load hint": {"hint": "none"},
+    "hint = 2x fitted size (leave 2x for the filter)": {"hint": "2fitted"},
     "hint = box (WxW)": {"hint": "box"},
     "hint = 2x box": {"hint": "2box"},
     "filter triangle": {"filter": "triangle"},
@@ -272,6 +278,54 @@ def cmd_ablate(args):
     return results
 
 
+STAGE_CASES = [("24mp.jpg", 200), ("12mp.jpg", 1024), ("2mp.jpg", 1024), ("2mp.png", 200), ("2mp.png", 1024)]
+
+
+def cmd_stages(args):
+    """Where the engine's time goes: decode (with the plan's hint) + auto_orient, resize, strip + encode."""
+    from wand.image import Image
+
+    from resize_server import sniff
+    from resize_server.imaging import geometry
+
+    inputs = ensure_inputs(log=lambda m: print(m, file=sys.stderr))
+    results = []
+    for name, box in STAGE_CASES:
+        data = inputs[name].read_bytes()
+        header = sniff.read_header(data)
+        plan = geometry.plan(header, box, box, "fit", False)
+        samples = {"decode": [], "resize lanczos": [], "resize triangle": [], "resize box": [], "encode": []}
+        for i in range(args.repeat + 1):
+            t0 = time.perf_counter()
+            img = Image()
+            if plan.load_hint is not None:
+                img.options["jpeg:size"] = "%dx%d" % plan.load_hint
+            img.read(blob=data, format=header.format + "[0]")
+            img.auto_orient()
+            t_decode = time.perf_counter() - t0
+            decoded = img.size
+            times = {"decode": t_decode}
+            for flt in ("lanczos", "triangle", "box"):
+                with img.clone() as work:
+                    t0 = time.perf_counter()
+                    work.resize(*plan.resize, filter=flt)
+                    times[f"resize {flt}"] = time.perf_counter() - t0
+                    if flt == "lanczos":
+                        t0 = time.perf_counter()
+                        work.strip()
+                        work.format = "jpeg"
+                        work.compression_quality = JPEG_QUALITY
+                        work.make_blob()
+                        times["encode"] = time.perf_counter() - t0
+            img.close()
+            if i:  # the first round is a warm-up
+                for k, v in times.items():
+                    samples[k].append(v * 1000)
+        results.append({"input": name, "box": box, "decoded": decoded, "resize": plan.resize,
+                        "ms": {k: median(v) for k, v in samples.items()}})
+    return results
+
+
 # ---------------------------------------------------------------- fresh-process probes
 
 
@@ -341,7 +395,7 @@ def cmd_threads(args):
 def main(argv=None):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("micro", "ablate", "rss", "threads"):
+    for name in ("micro", "ablate", "rss", "threads", "stages"):
         p = sub.add_parser(name)
         p.add_argument("--inputs", nargs="+", default=["2mp.jpg", "12mp.jpg", "24mp.jpg", "2mp.png"])
         p.add_argument("--budget-ms", type=float, default=1800.0)
@@ -355,7 +409,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.cmd == "probe":
         return cmd_probe(args)
-    result = {"micro": cmd_micro, "ablate": cmd_ablate, "rss": cmd_rss, "threads": cmd_threads}[args.cmd](args)
+    result = {"micro": cmd_micro, "ablate": cmd_ablate, "rss": cmd_rss, "threads": cmd_threads,
+              "stages": cmd_stages}[args.cmd](args)
     Path(args.json).write_text(json.dumps(result, indent=1))
 
 

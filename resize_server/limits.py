@@ -13,6 +13,7 @@ from .options import RenderRequest
 from .sniff import HeaderError, ImageHeader, read_header
 
 Size = tuple[int | None, int | None]
+MAX_SIDE = 32000  # the width/height limit in deploy/policy.xml; past it ImageMagick refuses to decode
 
 
 def parse_sizes(text: str) -> frozenset[Size] | None:
@@ -82,5 +83,10 @@ class SourceLimits:
             raise SourceTooLarge(
                 f"source has more pixels than RESIZE_MAX_SOURCE_PIXELS={self.max_pixels}",
                 detail=f"{header.width}x{header.height}x{header.frames} frames",
+            )
+        if header.width > MAX_SIDE or header.height > MAX_SIDE:
+            raise SourceTooLarge(
+                f"source is wider or taller than {MAX_SIDE} pixels",
+                detail=f"{header.width}x{header.height}",
             )
         return header

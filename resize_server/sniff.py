@@ -130,6 +130,7 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 def _jpeg(data: bytes) -> ImageHeader:
     pos = 2
     orientation = 1
+    seen_exif = False
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise HeaderError("JPEG marker expected")
@@ -142,7 +143,9 @@ def _jpeg(data: bytes) -> ImageHeader:
             continue
         length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         segment = data[pos + 4 : pos + 2 + length]
-        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00" and not seen_exif:
+            # The first Exif segment counts, as in ImageMagick.
+            seen_exif = True
             orientation = _exif_orientation(segment[6:])
         elif marker in _SOF_MARKERS:
             height, width = struct.unpack(">HH", segment[1:5])
@@ -161,9 +164,10 @@ def _exif_orientation(tiff: bytes) -> int:
         count = struct.unpack(endian + "H", tiff[ifd : ifd + 2])[0]
         for i in range(min(count, 512)):
             entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
-            tag, _type = struct.unpack(endian + "HH", entry[:4])
+            tag, kind = struct.unpack(endian + "HH", entry[:4])
             if tag == 0x0112:
-                value = struct.unpack(endian + "H", entry[8:10])[0]
+                # SHORT as the standard says, but LONG is seen in the wild and decoders honour it.
+                value = struct.unpack(endian + ("I" if kind == 4 else "H"), entry[8:12] if kind == 4 else entry[8:10])[0]
                 return value if 1 <= value <= 8 else 1
     except (KeyError, struct.error, IndexError):
         pass

@@ -15,6 +15,11 @@ class Plan:
     crop: tuple[int, int, int, int] | None  # left, top, width, height after the resize, or None
     load_hint: tuple[int, int] | None  # jpeg:size hint in the *stored* orientation, or None
     output: tuple[int, int]  # final width, height
+    # What the plan was made from, so an engine can re-plan if the decoder
+    # reads the orientation differently from the header sniffer.
+    box: tuple[int | None, int | None] = (None, None)
+    mode: str = "fit"
+    upscale: bool = False
 
 
 def plan(header: ImageHeader, width: int | None, height: int | None, mode: str, upscale: bool) -> Plan:
@@ -35,7 +40,8 @@ def plan(header: ImageHeader, width: int | None, height: int | None, mode: str, 
         if (out_w, out_h) != resize:
             crop = ((resize[0] - out_w) // 2, (resize[1] - out_h) // 2, out_w, out_h)
             output = (out_w, out_h)
-    return Plan(resize=resize, crop=crop, load_hint=_load_hint(header, resize), output=output)
+    return Plan(resize=resize, crop=crop, load_hint=_load_hint(header, resize), output=output,
+                box=(width, height), mode=mode, upscale=upscale)
 
 
 def _load_hint(header: ImageHeader, resize: tuple[int, int]) -> tuple[int, int] | None:

@@ -7,7 +7,7 @@ this module ever sees a ``wand`` type.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wand.exceptions import (
     BaseWarning,
@@ -23,11 +23,13 @@ from wand.resource import limits as magick_limits
 from ..errors import CorruptImage, SourceTooLarge, UnsupportedFormat
 from ..sniff import ImageHeader
 from .base import Rendered
-from .geometry import Plan
+from .geometry import Plan, plan as make_plan
 
 # Decoders are chosen by our own magic-byte sniffing, never by ImageMagick's guess.
 _CODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
 _ENCODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
+_ORIENTATION = {"top_left": 1, "top_right": 2, "bottom_right": 3, "bottom_left": 4,
+                "left_top": 5, "right_top": 6, "right_bottom": 7, "left_bottom": 8}
 
 
 def apply_resource_limits(memory_bytes: int, max_pixels: int, threads: int = 1) -> None:
@@ -75,6 +77,10 @@ class WandEngine:
             img.read(blob=data, format=_CODER[header.format] + "[0]")
             if img.width == 0 or img.height == 0:
                 raise CorruptImage(detail="decoder returned an empty image")
+            orientation = _ORIENTATION.get(img.orientation, 1)
+            if orientation != header.orientation:
+                # Malformed EXIF read differently by ImageMagick: follow the decoder.
+                plan = make_plan(replace(header, orientation=orientation), *plan.box, plan.mode, plan.upscale)
             img.auto_orient()
             if img.colorspace == "cmyk":
                 img.transform_colorspace("srgb")
