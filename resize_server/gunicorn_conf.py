@@ -18,6 +18,11 @@ worker_class = "gthread"
 # gate, not gunicorn's backlog, decides who waits and who gets a 503.
 threads = int(os.environ.get("RESIZE_THREADS", str(_settings.render_concurrency + _settings.queue_size + 4)))
 timeout = 60
+# A backstop against slow memory growth in native code: recycle a worker after
+# this many requests (jittered so workers do not restart together; graceful, so
+# its queued stores are written first).
+max_requests = 20000
+max_requests_jitter = 2000
 graceful_timeout = 30
 # Longer than an ELB's default 60 s idle timeout, so the balancer closes idle
 # connections first and never sends a request on a socket we are closing.

@@ -330,7 +330,7 @@ def exif_ifd_past_end() -> bytes:
 
 
 def exif_count_65535() -> bytes:
-    """IFD0 claims 65535 entries; there are two, the second an orientation of 6 beyond nothing."""
+    """IFD0 claims 65535 entries but holds two: a Make whose 65535 bytes lie far past the end, and orientation 999."""
     return with_exif(_tiff_ifd([(0x010F, 2, 0xFFFF, struct.pack("<I", 0xFFFFFF00)),
                                 (0x0112, 3, 0xFFFF, _short(999))], count=65535))
 

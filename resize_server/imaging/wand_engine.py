@@ -6,6 +6,9 @@ this module ever sees a ``wand`` type.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import warnings
 from dataclasses import dataclass, replace
 
@@ -25,6 +28,9 @@ from ..sniff import ImageHeader
 from .base import Rendered
 from .geometry import Plan, plan as make_plan
 
+log = logging.getLogger(__name__)
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+
 # Decoders are chosen by our own magic-byte sniffing, never by ImageMagick's guess.
 _CODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
 _ENCODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
@@ -42,11 +48,36 @@ def apply_resource_limits(memory_bytes: int, max_pixels: int, threads: int = 1) 
     worker (measured: limit 2 s, a render after 3 s aborted the process).
     Request time is bounded by the render gate and gunicorn's worker timeout.
     """
-    magick_limits["memory"] = memory_bytes
-    magick_limits["map"] = 0
-    magick_limits["disk"] = 0
-    magick_limits["area"] = max_pixels
-    magick_limits["thread"] = threads
+    wanted = {"memory": memory_bytes, "map": 0, "disk": 0, "area": max_pixels, "thread": threads}
+    for name, value in wanted.items():
+        magick_limits[name] = value
+    # A policy.xml limit is a ceiling that silently wins over what we ask for
+    # (Debian caps memory at 256 MiB): say so rather than fail renders later.
+    capped = {name: magick_limits[name] for name, value in wanted.items() if magick_limits[name] < value}
+    if capped:
+        log.warning("ImageMagick policy caps resource limits below the configured values; "
+                    "set MAGICK_CONFIGURE_PATH to the deploy/ folder", extra={"fields": {"capped": capped}})
+    _return_freed_memory_to_the_os()
+
+
+def _return_freed_memory_to_the_os() -> None:
+    """Keep glibc from hoarding freed pixel buffers.
+
+    glibc raises its mmap threshold each time a large block is freed, after
+    which pixel buffers come from the heap and fragment it: measured, a worker
+    grew from 120 MB to 505 MB over 1400 renders and kept climbing.  A fixed
+    1 MiB threshold keeps big buffers in mmap (returned on free): +0.8 MB over
+    600 renders, for about 6% more CPU.
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
 
 
 @dataclass

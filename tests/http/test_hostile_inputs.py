@@ -23,6 +23,7 @@ from wand.image import Image
 
 from resize_server.config import Settings
 from resize_server.http import create_app
+from resize_server.imaging.geometry import plan
 from resize_server.imaging.wand_engine import WandEngine
 from resize_server.sniff import read_header
 from tests import corpus
@@ -58,9 +59,6 @@ QUADRANTS = [(0, 0, .5, .5), (.5, 0, 1, .5), (0, .5, .5, 1), (.5, .5, 1, 1)]
 @pytest.fixture(scope="module")
 def reference() -> bytes:
     """The landscape photo rendered to 200x200 from its pristine RGB JPEG, by the same engine."""
-    from resize_server.imaging.geometry import plan
-    from resize_server.imaging.wand_engine import WandEngine
-
     data = corpus.landscape()
     header = read_header(data)
     return WandEngine().render(data, header, plan(header, 200, 200, "fit", False), "jpeg").data
