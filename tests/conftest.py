@@ -95,3 +95,23 @@ def dimensions(data: bytes) -> tuple[str, int, int]:
 
     with Image(blob=data) as img:
         return img.format, img.width, img.height
+
+
+QUADRANTS = [(0, 0, .5, .5), (.5, 0, 1, .5), (0, .5, .5, 1), (.5, .5, 1, 1)]
+
+
+def mean_rgb(data: bytes, box=(0.0, 0.0, 1.0, 1.0)) -> tuple[float, float, float]:
+    """Average colour (0-255) of a region of encoded image bytes, given in fractions of the image size."""
+    from wand.image import Image
+
+    with Image(blob=data) as img:
+        x0, y0, x1, y1 = box
+        with img.clone() as region:
+            region.crop(int(x0 * img.width), int(y0 * img.height), int(x1 * img.width), int(y1 * img.height))
+            region.resize(1, 1)
+            pixel = region[0, 0]
+            return pixel.red * 255, pixel.green * 255, pixel.blue * 255
+
+
+def distance(a, b) -> float:
+    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5

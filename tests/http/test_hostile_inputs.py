@@ -27,7 +27,7 @@ from resize_server.imaging.geometry import plan
 from resize_server.imaging.wand_engine import WandEngine
 from resize_server.sniff import read_header
 from tests import corpus
-from tests.conftest import BUCKET, dimensions
+from tests.conftest import BUCKET, QUADRANTS, dimensions, distance, mean_rgb
 
 DECODE = "image could not be decoded"
 NOT_IMAGE = "source is not a JPEG, PNG, GIF or WebP image"
@@ -36,24 +36,6 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "gif": "image/gif", "w
 
 
 # ---- checks on rendered output ----------------------------------------------------
-
-
-def mean_rgb(data: bytes, box=(0.0, 0.0, 1.0, 1.0)) -> tuple[float, float, float]:
-    """Average colour (0-255) of a region given in fractions of the image size."""
-    with Image(blob=data) as img:
-        x0, y0, x1, y1 = box
-        with img.clone() as region:
-            region.crop(int(x0 * img.width), int(y0 * img.height), int(x1 * img.width), int(y1 * img.height))
-            region.resize(1, 1)
-            pixel = region[0, 0]
-            return pixel.red * 255, pixel.green * 255, pixel.blue * 255
-
-
-def distance(a, b) -> float:
-    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
-
-
-QUADRANTS = [(0, 0, .5, .5), (.5, 0, 1, .5), (0, .5, .5, 1), (.5, .5, 1, 1)]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from resize_server.errors import CorruptImage
 from resize_server.imaging.geometry import plan
 from resize_server.imaging.wand_engine import WandEngine
 from resize_server.sniff import read_header
-from tests.conftest import dimensions, photo, png_with_alpha
+from tests.conftest import QUADRANTS, dimensions, distance, mean_rgb, photo, png_with_alpha
 
 ORIENTATIONS = range(0, 9)
 
@@ -17,19 +17,6 @@ ORIENTATIONS = range(0, 9)
 def render(data: bytes, w, h, mode="fit", fmt="jpeg", upscale=False):
     header = read_header(data)
     return WandEngine(jpeg_quality=85).render(data, header, plan(header, w, h, mode, upscale), fmt)
-
-
-def mean_rgb(img: Image, x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float]:
-    """Average colour of a region given in fractions of the image size."""
-    with img.clone() as region:
-        region.crop(int(x0 * img.width), int(y0 * img.height), int(x1 * img.width), int(y1 * img.height))
-        region.resize(1, 1)
-        pixel = region[0, 0]
-        return pixel.red * 255, pixel.green * 255, pixel.blue * 255
-
-
-def distance(a, b) -> float:
-    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +38,8 @@ def test_every_exif_orientation_comes_out_upright(kind, orientation, references)
         assert got.size == expected
         # Compare the four quadrants' mean colours with the upright reference:
         # a rotated or mirrored image differs by far more than JPEG noise.
-        for quad in [(0, 0, .5, .5), (.5, 0, 1, .5), (0, .5, .5, 1), (.5, .5, 1, 1)]:
-            assert distance(mean_rgb(got, *quad), mean_rgb(ref, *quad)) < 12, quad
+        for quad in QUADRANTS:
+            assert distance(mean_rgb(result.data, quad), mean_rgb(references[kind], quad)) < 12, quad
         assert got.orientation in ("undefined", "top_left")  # no EXIF left to rotate it twice
 
 
