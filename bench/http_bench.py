@@ -557,7 +557,7 @@ def main(source_path: Path, out_json: Path, quick: bool = False, log=print):
         matrix_n, segment = 16, {1: 4, 2: 5, 8: 8}
     else:
         levels = [(1, 30), (2, 40), (8, 96)]
-        matrix_n, segment = 48, {1: 10, 2: 10, 8: 24}
+        matrix_n, segment = 72, {1: 10, 2: 10, 8: 24}
     results = {"source_bytes": len(data), "box": BOX, "nproc": nproc, "levels": levels}
     procs = Procs()
     data_dir = Path(tempfile.mkdtemp(prefix="resize-bench-s3-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
@@ -629,7 +629,7 @@ def main(source_path: Path, out_json: Path, quick: bool = False, log=print):
             Server(label, lambda env=env, extra=extra, i=i: start_ours(procs, s3_port, env, extra, f"ours-matrix-{i}"),
                    ours_path) for i, (label, env, extra) in enumerate(matrix)]
         start_servers(procs, matrix_servers, sources, time_limit, log)
-        by_name = run_interleaved(matrix_servers, sources, [(8, matrix_n)], {8: matrix_n // 3}, time_limit, log)
+        by_name = run_interleaved(matrix_servers, sources, [(8, matrix_n)], {8: 24 if not quick else 8}, time_limit, log)
         results["matrix"] = [{"label": label, "env": env, "args": extra, **by_name[label][0]}
                              for label, env, extra in matrix]
         for server in matrix_servers:

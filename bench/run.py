@@ -189,7 +189,8 @@ def render_tables(report, micro, rss, ablate, threads, stages):
     report.section("What each engine choice buys (median ms; ×package engine; PSNR dB vs full-decode lanczos)")
     report.add("Each row changes one knob of the package engine (hint and filter rows call `WandEngine` with a "
                "changed `Plan`/`filter`; the others use a copy of its `_render` in bench/render_bench.py). "
-               "PSNR compares the output with the no-hint (full decode + lanczos) output.")
+               "PSNR compares the output with the no-hint (full decode + lanczos) output; no dB = identical to it. "
+               "PSNR measures closeness to full Lanczos, not beauty: a softer filter scores lower.")
     report.add("")
     labels = list(ablate[0]["ms"])
     base_label = labels[0]

@@ -47,10 +47,13 @@ def check_config() -> None:
 @click.argument("keys", nargs=-1, required=True)
 def render(keys: tuple[str, ...]) -> None:
     """Render derived KEYS now and store them (warm the cache), e.g. photos/earth_200x200.jpg."""
-    from .http import create_app
     from .errors import ResizeError
+    from .logs import setup
+    from .service import build_service
 
-    service = create_app(_settings()).extensions["resize"]
+    settings = _settings()
+    setup(settings.log_level)
+    service = build_service(settings)
     failed = 0
     for key in keys:
         try:
@@ -72,14 +75,19 @@ def render(keys: tuple[str, ...]) -> None:
               help="bucket policy JSON (default deploy/bucket_policy.json)")
 def setup_bucket(host: str, protocol: str, rules: Path | None, policy: Path | None) -> None:
     """Apply the website configuration (redirect to HOST) and the public-read policy to RESIZE_BUCKET."""
-    from .storage.s3 import make_client
+    from .errors import ResizeError
+    from .storage.s3 import S3Storage, make_client
     from .website import bucket_policy, read_deploy_file, website_configuration
 
     settings = _settings()
-    client = make_client(settings)
     rules_xml = rules.read_text() if rules else read_deploy_file("routing_rules.xml")
     policy_json = policy.read_text() if policy else read_deploy_file("bucket_policy.json")
-    client.put_bucket_website(Bucket=settings.bucket,
-                              WebsiteConfiguration=website_configuration(rules_xml, host, protocol))
-    client.put_bucket_policy(Bucket=settings.bucket, Policy=bucket_policy(policy_json, settings.bucket))
+    storage = S3Storage(make_client(settings), settings.bucket)
+    try:
+        notes = storage.configure_website(website_configuration(rules_xml, host, protocol),
+                                          bucket_policy(policy_json, settings.bucket))
+    except ResizeError as exc:
+        raise click.ClickException(f"{exc.public}: {exc.detail}") from None
+    for note in notes:
+        click.echo(f"note: {note}")
     click.echo(f"bucket {settings.bucket}: website redirects missing keys to {protocol}://{host}/resize.php?src=<key>")

@@ -44,6 +44,7 @@ class Settings:
     bucket: str = ""
     region: str = "us-east-1"
     s3_endpoint_url: str = ""
+    source_prefixes: str = ""
     allowed_sizes: frozenset[Size] | None = field(default_factory=lambda: parse_sizes(DEFAULT_SIZES))
     max_width: int = 2048
     max_height: int = 2048
@@ -62,6 +63,7 @@ class Settings:
     queue_size: int = 16
     queue_timeout: float = 10.0
     store_queue_size: int = 64
+    store_queue_mb: int = 64
     redis_url: str = ""
     redis_lock_ms: int = 30_000
     redis_wait: float = 10.0
@@ -72,6 +74,11 @@ class Settings:
     @property
     def size_policy(self) -> SizePolicy:
         return SizePolicy(self.allowed_sizes, self.max_width, self.max_height)
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Key prefixes the server may read sources from; empty means the whole bucket."""
+        return tuple(p.strip() for p in self.source_prefixes.split(",") if p.strip())
 
     @property
     def source_limits(self) -> SourceLimits:
@@ -130,7 +137,7 @@ class Settings:
         if not 1 <= self.jpeg_quality <= 100:
             bad("jpeg_quality", "must be between 1 and 100")
         for name in ("max_width", "max_height", "max_source_bytes", "max_source_pixels",
-                     "magick_memory_mb", "render_concurrency", "store_queue_size", "s3_max_attempts", "redis_lock_ms"):
+                     "magick_memory_mb", "render_concurrency", "store_queue_size", "store_queue_mb", "s3_max_attempts", "redis_lock_ms"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         if self.queue_size < 0:

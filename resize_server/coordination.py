@@ -16,8 +16,6 @@ import secrets
 import threading
 import time
 
-import redis
-
 log = logging.getLogger(__name__)
 
 # Release by the owner only.  After a successful store the lock becomes a
@@ -42,7 +40,7 @@ class CoordinatorUnavailable(Exception):
 class RedisCoordinator:
     prefix = "resize-lock:"
 
-    def __init__(self, client: "redis.Redis", lock_ms: int, backoff: float = 5.0, metrics=None,
+    def __init__(self, client, lock_ms: int, backoff: float = 5.0, metrics=None,
                  stored_ms: int = 60_000) -> None:
         self.client = client
         self.lock_ms = lock_ms
@@ -52,9 +50,14 @@ class RedisCoordinator:
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._release = client.register_script(_RELEASE)
+        import redis  # only when Redis is configured
+
+        self._redis_error = redis.RedisError
 
     @classmethod
     def from_url(cls, url: str, lock_ms: int, metrics=None) -> "RedisCoordinator":
+        import redis
+
         client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25, retry_on_timeout=False)
         return cls(client, lock_ms, metrics=metrics)
 
@@ -63,7 +66,7 @@ class RedisCoordinator:
             raise CoordinatorUnavailable("redis marked down")
         try:
             return fn(*args)
-        except redis.RedisError as exc:
+        except self._redis_error as exc:
             with self._lock:
                 self._down_until = time.monotonic() + self.backoff
             if self.metrics is not None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .config import Settings
+from .storage.s3 import S3Storage, make_client
 from .website import bucket_policy, read_deploy_file, website_configuration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,29 +82,17 @@ def s3rver_settings(port: int, bucket: str = "images") -> Settings:
 
 def s3rver_client(port: int):
     """A boto3 client for s3rver (its fixed credentials are passed explicitly, not read from the environment)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session(aws_access_key_id="S3RVER", aws_secret_access_key="S3RVER").client(
-        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                      response_checksum_validation="when_required"))
+    return make_client(s3rver_settings(port), credentials={
+        "aws_access_key_id": "S3RVER", "aws_secret_access_key": "S3RVER"})
 
 
 def prepare_bucket(client, bucket: str, resize_host: str) -> list[str]:
     """Create the bucket with its website configuration and public-read policy; returns notes to print."""
-    notes = []
-    client.create_bucket(Bucket=bucket)
-    client.put_bucket_website(
-        Bucket=bucket, WebsiteConfiguration=website_configuration(read_deploy_file("routing_rules.xml"), resize_host))
-    policy = bucket_policy(read_deploy_file("bucket_policy.json"), bucket)
-    try:
-        client.put_bucket_policy(Bucket=bucket, Policy=policy)
-    except client.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NotImplemented":
-            raise
-        notes.append("s3rver does not implement bucket policies; its website endpoint is public anyway")
-    return notes
+    storage = S3Storage(client, bucket)
+    storage.create_bucket()
+    return storage.configure_website(
+        website_configuration(read_deploy_file("routing_rules.xml"), resize_host),
+        bucket_policy(read_deploy_file("bucket_policy.json"), bucket))
 
 
 def sample_images() -> dict[str, tuple[bytes, str]]:

@@ -57,6 +57,12 @@ class NotADerivedKey(NotFound):
     public = "not a derived image name"
 
 
+class OutsideSourcePrefixes(NotFound):
+    """The source is outside RESIZE_SOURCE_PREFIXES: treated as if it did not exist."""
+
+    public = "source image not found"
+
+
 class SourceNotFound(NotFound):
     public = "source image not found"
 

@@ -112,28 +112,40 @@ class RenderGate:
 class StoreQueue:
     """Stores rendered images after the response, in one background thread.
 
-    Bounded: when the queue is full the caller stores inline (slower for that
-    client, but no image is dropped and memory stays bounded).  ``drain()``
-    stores everything still queued; it runs on graceful shutdown.
+    Bounded in items and in bytes: when either bound is reached the caller
+    stores inline (slower for that client, but no image is dropped and memory
+    stays bounded).  ``drain()`` stores everything still queued; it runs on
+    graceful shutdown.
     """
 
-    _STOP = object()
-
-    def __init__(self, store: Callable[[object], None], maxsize: int) -> None:
+    def __init__(self, store: Callable[[object], None], maxsize: int, max_bytes: int = 64 << 20,
+                 size_of: Callable[[object], int] = lambda item: 0) -> None:
         self._store = store
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._bytes_lock = threading.Lock()
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self._size_of = size_of
 
     def submit(self, item: object) -> bool:
         """Queue ``item``; returns False if it was stored inline because the queue was full."""
         self._ensure_thread()
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            self._store(item)
-            return False
+        size = self._size_of(item)
+        with self._bytes_lock:
+            fits = self.queued_bytes + size <= self.max_bytes
+            if fits:
+                self.queued_bytes += size
+        if fits:
+            try:
+                self._queue.put_nowait(item)
+                return True
+            except queue.Full:
+                with self._bytes_lock:
+                    self.queued_bytes -= size
+        self._store(item)
+        return False
 
     def pending(self) -> int:
         return self._queue.unfinished_tasks
@@ -149,12 +161,12 @@ class StoreQueue:
         while True:
             item = self._queue.get()
             try:
-                if item is self._STOP:
-                    return
                 self._store(item)
             except Exception:  # the store function logs its own failures; never let the thread die
                 log.exception("store worker failed")
             finally:
+                with self._bytes_lock:
+                    self.queued_bytes -= self._size_of(item)
                 self._queue.task_done()
 
     def drain(self, timeout: float = 30.0) -> bool:
@@ -192,19 +204,20 @@ class RecentStores:
         self._lock = threading.Lock()
         self._entries: dict[str, _Store] = {}
 
-    def begin(self, key: str) -> None:
+    def begin(self, key: str) -> _Store:
+        """Record a store under way; hand the entry to ``finish`` (it may be evicted meanwhile)."""
+        entry = _Store()
         with self._lock:
             self._entries.pop(key, None)
-            self._entries[key] = _Store()
+            self._entries[key] = entry
             while len(self._entries) > self.maxsize:
                 self._entries.pop(next(iter(self._entries)))
+        return entry
 
-    def finish(self, key: str, ok: bool) -> None:
-        with self._lock:
-            entry = self._entries.get(key)
-        if entry is not None:
-            entry.ok = ok
-            entry.done.set()
+    @staticmethod
+    def finish(entry: _Store, ok: bool) -> None:
+        entry.ok = ok
+        entry.done.set()
 
     def wait(self, key: str, timeout: float) -> bool:
         """True if ``key`` was stored by this process within the TTL (waiting for a store under way)."""

@@ -8,6 +8,7 @@ how many may wait, and the threads beyond those answer 503 at once.
 import os
 
 from resize_server.config import Settings
+from resize_server.website import deploy_dir
 
 _settings = Settings.from_env()
 
@@ -23,7 +24,9 @@ timeout = 60
 # its queued stores are written first).
 max_requests = 20000
 max_requests_jitter = 2000
-graceful_timeout = 30
+# SIGTERM: in-flight requests finish, then worker_exit stores what is queued;
+# both must fit before the arbiter's SIGKILL at graceful_timeout.
+graceful_timeout = 60
 # Longer than an ELB's default 60 s idle timeout, so the balancer closes idle
 # connections first and never sends a request on a socket we are closing.
 keepalive = 75
@@ -36,10 +39,15 @@ loglevel = os.environ.get("RESIZE_LOG_LEVEL", "info").lower()
 # ImageMagick's OpenMP threads do not speed up thumbnails and fight the
 # worker threads for cores; one per render is the measured best.
 os.environ.setdefault("MAGICK_THREAD_LIMIT", "1")
-# The restrictive ImageMagick policy shipped in deploy/ (coders, delegates, paths).
-_policy_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
-if os.path.exists(os.path.join(_policy_dir, "policy.xml")):
-    os.environ.setdefault("MAGICK_CONFIGURE_PATH", _policy_dir)
+# The restrictive ImageMagick policy shipped in deploy/ (coders, delegates, paths, resources).
+_policy_dir = deploy_dir()
+if _policy_dir is not None:
+    os.environ.setdefault("MAGICK_CONFIGURE_PATH", str(_policy_dir))
+elif "MAGICK_CONFIGURE_PATH" not in os.environ:
+    import sys
+
+    print("resize-server: deploy/policy.xml not found and MAGICK_CONFIGURE_PATH unset: "
+          "ImageMagick runs with the system policy only", file=sys.stderr)
 
 
 def worker_exit(server, worker):
@@ -47,5 +55,5 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     service = getattr(app, "extensions", {}).get("resize") if app is not None else None
     if service is not None:
-        drained = service.drain(timeout=graceful_timeout - 5)
+        drained = service.drain(timeout=20)
         server.log.info("store queue drained" if drained else "store queue NOT drained before timeout")

@@ -47,6 +47,12 @@ class SizePolicy:
     max_width: int
     max_height: int
 
+    def allows(self, width: int | None, height: int | None) -> bool:
+        """Whether the policy would render this size (used to spot derived names)."""
+        if (width or 0) > self.max_width or (height or 0) > self.max_height:
+            return False
+        return self.allowed is None or (width, height) in self.allowed
+
     def check(self, request: RenderRequest) -> None:
         if request.width is not None and request.width > self.max_width:
             raise InvalidSize(f"width {request.width} exceeds RESIZE_MAX_WIDTH={self.max_width}")

@@ -88,6 +88,19 @@ def decode_src(raw_query: bytes | str) -> str:
     return _decode_utf8(unquote_to_bytes(values[0]))
 
 
+def decode_path(raw_uri: str) -> str:
+    """The key from the request target as sent (``/photos/a%20b_200x200.jpg?...``).
+
+    Decoded with the same rules as ``src``: percent-escapes once, strictly as
+    UTF-8 (invalid UTF-8 is a 400, never a key with replacement characters),
+    ``+`` literal.
+    """
+    path = raw_uri.split("?", 1)[0]
+    if "://" in path:  # absolute-form request target
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    return _decode_utf8(unquote_to_bytes(path)).removeprefix("/")
+
+
 def _decode_utf8(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .config import Settings
 from .coordination import CoordinatorUnavailable
-from .errors import ResizeError, SourceNotFound
+from .errors import NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound
 from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
 from .imaging.base import Engine
 from .imaging.geometry import plan as make_plan
@@ -41,6 +41,7 @@ class _StoreItem:
     obj: StoredObject
     lock_key: str | None = None
     lock_token: str | None = None
+    recent: object = None  # the RecentStores entry to complete
 
 
 class ResizeService:
@@ -54,8 +55,12 @@ class ResizeService:
         self.policy = settings.size_policy
         self.limits = settings.source_limits
         self.gate = RenderGate(settings.render_concurrency, settings.queue_size, settings.queue_timeout)
-        self.flight = SingleFlight(wait_timeout=settings.queue_timeout + settings.s3_read_timeout * 3 + 60)
-        self.store_queue = StoreQueue(self._store_item, settings.store_queue_size)
+        # Followers wait as long as a leader can take: the gate, a possible wait for
+        # another instance, the S3 read with its retries, and the render.
+        s3_worst = settings.s3_max_attempts * (settings.s3_connect_timeout + settings.s3_read_timeout)
+        self.flight = SingleFlight(wait_timeout=settings.queue_timeout + 2 * settings.redis_wait + 2 * s3_worst + 60)
+        self.store_queue = StoreQueue(self._store_item, settings.store_queue_size,
+                                      max_bytes=settings.store_queue_mb << 20, size_of=lambda item: len(item.obj.data))
         self.recent = RecentStores()
         self.metrics.gauge("render_active", lambda: self.gate.active)
         self.metrics.gauge("render_waiting", lambda: self.gate.waiting)
@@ -67,7 +72,20 @@ class ResizeService:
         """Parse and police a key without any I/O."""
         request = parse_key(key)
         self.policy.check(request)
+        prefixes = self.settings.prefixes
+        if prefixes and not request.source_key.startswith(prefixes):
+            raise OutsideSourcePrefixes(detail=f"{request.source_key} is outside RESIZE_SOURCE_PREFIXES")
+        if self._is_derived(request.source_key):
+            # a_50x50_50x50.jpg would thumbnail a thumbnail, and so on without end.
+            raise NotADerivedKey("source is itself a derived image")
         return request
+
+    def _is_derived(self, source_key: str) -> bool:
+        try:
+            source = parse_key(source_key)
+        except ResizeError:
+            return False
+        return self.policy.allows(source.width, source.height)
 
     def resize_key(self, key: str) -> Result:
         """Serve a derived key: render it (once per key across concurrent callers) and store it."""
@@ -86,7 +104,9 @@ class ResizeService:
             source = self.storage.get(request.source_key, self.limits.max_bytes)
             t1 = time.perf_counter()
             header = self.limits.inspect(source.data)
-            plan = make_plan(header, request.width, request.height, request.mode, self.settings.upscale)
+            # A missing side is bounded by the maximum, so "x200" on a panorama stays within it.
+            plan = make_plan(header, request.width or self.settings.max_width,
+                             request.height or self.settings.max_height, request.mode, self.settings.upscale)
             rendered = self.engine.render(source.data, header, plan, request.format)
             t2 = time.perf_counter()
         timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
@@ -172,7 +192,7 @@ class ResizeService:
         if not self.settings.store_results:
             self._release(item, stored=False)
             return
-        self.recent.begin(request.key)
+        item.recent = self.recent.begin(request.key)
         if not self.store_queue.submit(item):
             self.metrics.inc("store_inline_total")
 
@@ -193,9 +213,34 @@ class ResizeService:
             self.metrics.inc("store_failures_total")
             log.exception("store failed unexpectedly", extra={"fields": {"key": item.obj.key}})
         finally:
-            self.recent.finish(item.obj.key, stored)
+            if item.recent is not None:
+                self.recent.finish(item.recent, stored)
             self._release(item, stored)
 
     def _release(self, item: _StoreItem, stored: bool) -> None:
         if item.lock_token is not None:
             self.coordinator.release(item.lock_key, item.lock_token, stored)
+
+
+def build_service(settings: Settings, *, storage: Storage | None = None, engine: Engine | None = None,
+                  coordinator=None, metrics: Metrics | None = None) -> ResizeService:
+    """The composition root: the default S3 storage, Wand engine and optional Redis coordinator.
+
+    Process-wide set-up (ImageMagick limits, allocator tuning) happens here,
+    once per process, not at import time.
+    """
+    metrics = metrics or Metrics()
+    if storage is None:
+        from .storage.s3 import S3Storage, make_client
+
+        storage = S3Storage(make_client(settings), settings.bucket)
+    if engine is None:
+        from .imaging.wand_engine import WandEngine, configure_process
+
+        configure_process(settings.magick_memory_mb * 1024 * 1024, settings.max_source_pixels)
+        engine = WandEngine(jpeg_quality=settings.jpeg_quality)
+    if coordinator is None and settings.redis_url:
+        from .coordination import RedisCoordinator
+
+        coordinator = RedisCoordinator.from_url(settings.redis_url, settings.redis_lock_ms, metrics=metrics)
+    return ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics)

@@ -71,16 +71,19 @@ def _png(data: bytes) -> ImageHeader:
 
 def _gif(data: bytes) -> ImageHeader:
     width, height = struct.unpack("<HH", data[6:10])
-    return _checked(ImageHeader("gif", width, height, frames=_gif_frames(data)))
+    frames, frame_width, frame_height = _gif_frames(data)
+    # A frame may be larger than the logical screen (a 1x1 screen holding a
+    # 30000x30000 frame): the checks use whichever is larger.
+    return _checked(ImageHeader("gif", max(width, frame_width), max(height, frame_height), frames=frames))
 
 
-def _gif_frames(data: bytes) -> int:
-    """Count image descriptors by walking the GIF block structure."""
+def _gif_frames(data: bytes) -> tuple[int, int, int]:
+    """Count image descriptors by walking the GIF block structure; also the largest frame size."""
     pos = 13
     flags = data[10]
     if flags & 0x80:
         pos += 3 << ((flags & 7) + 1)
-    frames = 0
+    frames = max_w = max_h = 0
     while pos < len(data):
         block = data[pos]
         if block == 0x3B:  # trailer
@@ -89,6 +92,8 @@ def _gif_frames(data: bytes) -> int:
             pos = _skip_sub_blocks(data, pos + 2)
         elif block == 0x2C:  # image descriptor
             frames += 1
+            frame_w, frame_h = struct.unpack("<HH", data[pos + 5 : pos + 9])
+            max_w, max_h = max(max_w, frame_w), max(max_h, frame_h)
             local = data[pos + 9]
             pos += 10
             if local & 0x80:
@@ -96,7 +101,7 @@ def _gif_frames(data: bytes) -> int:
             pos = _skip_sub_blocks(data, pos + 1)  # skip LZW minimum code size
         else:
             break
-    return max(frames, 1)
+    return max(frames, 1), max_w, max_h
 
 
 def _skip_sub_blocks(data: bytes, pos: int) -> int:

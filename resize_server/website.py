@@ -8,10 +8,17 @@ setup-bucket``) and for the local stack.  The S3 client is passed in.
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+# deploy/ beside the package in a checkout, or installed as data files by pip.
+_DEPLOY_DIRS = (Path(__file__).resolve().parent.parent / "deploy", Path(sys.prefix) / "share" / "resize-server" / "deploy")
+
+
+def deploy_dir() -> Path | None:
+    """The folder holding routing_rules.xml, bucket_policy.json and policy.xml, if there is one."""
+    return next((d for d in _DEPLOY_DIRS if (d / "policy.xml").exists()), None)
 
 _CONDITION_FIELDS = ("KeyPrefixEquals", "HttpErrorCodeReturnedEquals")
 _REDIRECT_FIELDS = ("Protocol", "HostName", "ReplaceKeyPrefixWith", "ReplaceKeyWith", "HttpRedirectCode")
@@ -83,4 +90,7 @@ def bucket_policy(json_text: str, bucket: str) -> str:
 
 
 def read_deploy_file(name: str) -> str:
-    return (DEPLOY / name).read_text()
+    folder = deploy_dir()
+    if folder is None:
+        raise FileNotFoundError(f"deploy/{name} not found (looked in {', '.join(map(str, _DEPLOY_DIRS))})")
+    return (folder / name).read_text()

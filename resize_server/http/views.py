@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from ..options import decode_src
+from ..options import decode_path, decode_src
 
 bp = Blueprint("resize", __name__)
 log = logging.getLogger("resize_server.http")
@@ -26,7 +26,8 @@ def resize_php() -> Response:
 @bp.get("/<path:key>")
 def resize_path(key: str) -> Response:
     """The same, for fronts that proxy the original path (nginx, CloudFront)."""
-    return _serve(key)
+    raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    return _serve(decode_path(raw_uri) if raw_uri else key)
 
 
 @bp.get("/healthz")

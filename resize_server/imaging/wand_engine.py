@@ -31,15 +31,17 @@ from .geometry import Plan, plan as make_plan
 log = logging.getLogger(__name__)
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
-# Decoders are chosen by our own magic-byte sniffing, never by ImageMagick's guess.
-_CODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
-_ENCODER = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
+# The only coders used, for decoding and encoding.  The decoder is always named
+# from our own magic-byte sniffing, never left to ImageMagick's guess.
+_CODERS = {"jpeg": "jpeg", "png": "png", "gif": "gif", "webp": "webp"}
 _ORIENTATION = {"top_left": 1, "top_right": 2, "bottom_right": 3, "bottom_left": 4,
                 "left_top": 5, "right_top": 6, "right_bottom": 7, "left_bottom": 8}
 
 
-def apply_resource_limits(memory_bytes: int, max_pixels: int, threads: int = 1) -> None:
-    """ImageMagick's own limits (process-wide), so one request cannot take the machine.
+def configure_process(memory_bytes: int, max_pixels: int, threads: int = 1) -> None:
+    """Process-wide set-up for rendering: ImageMagick's limits, warnings, the allocator.
+
+    ImageMagick's own limits keep one request from taking the machine.
 
     ``map`` and ``disk`` are 0: the pixel cache never spills to temporary files,
     an image that does not fit in ``memory`` fails with a resource-limit error
@@ -57,6 +59,9 @@ def apply_resource_limits(memory_bytes: int, max_pixels: int, threads: int = 1) 
     if capped:
         log.warning("ImageMagick policy caps resource limits below the configured values; "
                     "set MAGICK_CONFIGURE_PATH to the deploy/ folder", extra={"fields": {"capped": capped}})
+    # A truncated file decodes with a warning; we keep what was decoded (a
+    # partial thumbnail beats an error), so the warning is not worth printing.
+    warnings.filterwarnings("ignore", category=BaseWarning)
     _return_freed_memory_to_the_os()
 
 
@@ -85,11 +90,6 @@ class WandEngine:
     jpeg_quality: int = 85
     filter: str = "lanczos"
 
-    def __post_init__(self) -> None:
-        # A truncated file decodes with a warning; we keep what was decoded
-        # (a partial thumbnail beats an error), so warnings are not noise to print.
-        warnings.filterwarnings("ignore", category=BaseWarning)
-
     def render(self, data: bytes, header: ImageHeader, plan: Plan, output_format: str) -> Rendered:
         try:
             return self._render(data, header, plan, output_format)
@@ -105,7 +105,7 @@ class WandEngine:
             if plan.load_hint is not None:
                 img.options["jpeg:size"] = "%dx%d" % plan.load_hint
             # "[0]" reads the first frame only: animated images become a still.
-            img.read(blob=data, format=_CODER[header.format] + "[0]")
+            img.read(blob=data, format=_CODERS[header.format] + "[0]")
             if img.width == 0 or img.height == 0:
                 raise CorruptImage(detail="decoder returned an empty image")
             orientation = _ORIENTATION.get(img.orientation, 1)
@@ -113,6 +113,11 @@ class WandEngine:
                 # Malformed EXIF read differently by ImageMagick: follow the decoder.
                 plan = make_plan(replace(header, orientation=orientation), *plan.box, plan.mode, plan.upscale)
             img.auto_orient()
+            if plan.load_hint is None and (img.width, img.height) != header.upright_size:
+                # The decoded image is not what the header promised (a GIF's first
+                # frame smaller than its screen): plan from the pixels, never stretch.
+                plan = make_plan(ImageHeader(header.format, img.width, img.height), *plan.box, plan.mode,
+                                 plan.upscale)
             if img.colorspace == "cmyk":
                 img.transform_colorspace("srgb")
             if (img.width, img.height) != plan.resize:
@@ -122,7 +127,7 @@ class WandEngine:
                 img.crop(left, top, width=width, height=height)
             img.reset_coords()
             img.strip()
-            img.format = _ENCODER[output_format]
+            img.format = _CODERS[output_format]
             if output_format in ("jpeg", "webp"):
                 img.compression_quality = self.jpeg_quality
             blob = img.make_blob()

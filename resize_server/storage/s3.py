@@ -29,8 +29,12 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
-def make_client(settings, max_pool_connections: int = 32):
-    """One S3 client for the process, with explicit timeouts and bounded retries."""
+def make_client(settings, max_pool_connections: int = 32, credentials: dict | None = None):
+    """One S3 client for the process, with explicit timeouts and bounded retries.
+
+    ``credentials`` (``aws_access_key_id``/``aws_secret_access_key``) are for
+    local S3 servers with fixed keys; otherwise boto3's standard chain applies.
+    """
     config = Config(
         region_name=settings.region,
         connect_timeout=settings.s3_connect_timeout,
@@ -44,7 +48,8 @@ def make_client(settings, max_pool_connections: int = 32):
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
     )
-    return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
+    session = boto3.session.Session(**(credentials or {}))
+    return session.client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
 
 
 class S3Storage:
@@ -83,6 +88,28 @@ class S3Storage:
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "PutObject", obj.key, self.bucket) from None
+
+    def configure_website(self, website_configuration: dict, policy: str | None) -> list[str]:
+        """Apply the website configuration and (if the server implements it) the bucket policy."""
+        notes = []
+        try:
+            self.client.put_bucket_website(Bucket=self.bucket, WebsiteConfiguration=website_configuration)
+            if policy is not None:
+                try:
+                    self.client.put_bucket_policy(Bucket=self.bucket, Policy=policy)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "NotImplemented":
+                        raise
+                    notes.append("this S3 server does not implement bucket policies (s3rver's website is public)")
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "PutBucketWebsite/PutBucketPolicy", "", self.bucket) from None
+        return notes
+
+    def create_bucket(self) -> None:
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "CreateBucket", "", self.bucket) from None
 
     def check(self) -> None:
         try:
