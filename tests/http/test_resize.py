@@ -185,3 +185,55 @@ def test_bad_configuration_fails_at_start_naming_the_variable(storage):
         create_app({"bucket": BUCKET, "jpeg_quality": 0}, storage=storage)
     with pytest.raises(ConfigError, match="RESIZE_BUCKET"):
         create_app({}, storage=storage)
+
+
+def test_a_thumbnail_is_never_the_source_of_another(client, service, s3, earth):
+    assert client.get("/samples/earth_50x50.jpg").status_code == 200
+    service.drain(10)
+    # earth_50x50.jpg now exists; earth_50x50_50x50.jpg would derive from it, and so on without end.
+    response = client.get("/samples/earth_50x50_50x50.jpg")
+    assert response.status_code == 404
+    assert response.get_data(as_text=True) == "source is itself a derived image\n"
+
+
+def test_source_prefixes_keep_other_objects_private(s3, storage):
+    s3.put_object(Bucket=BUCKET, Key="public/a.jpg", Body=photo("Landscape_1.jpg"))
+    s3.put_object(Bucket=BUCKET, Key="private/a.jpg", Body=photo("Landscape_1.jpg"))
+    app = create_app(Settings(bucket=BUCKET, source_prefixes="public/"), storage=storage)
+    client = app.test_client()
+    assert client.get("/public/a_200x200.jpg").status_code == 200
+    response = client.get("/private/a_200x200.jpg")
+    assert response.status_code == 404
+    assert response.get_data(as_text=True) == "source image not found\n"
+
+
+def test_a_free_side_is_bounded_by_the_maximum(client, s3):
+    # A 40:1 panorama asked for at height 200 would be 8000 wide; the width maximum bounds it.
+    from wand.color import Color
+    from wand.image import Image
+
+    with Image(width=8000, height=200, background=Color("navy")) as img:
+        img.format = "jpeg"
+        s3.put_object(Bucket=BUCKET, Key="pano.jpg", Body=img.make_blob())
+    response = client.get("/pano_x200.jpg")
+    assert response.status_code == 200
+    assert dimensions(response.data) == ("JPEG", 2048, 51)
+
+
+def test_invalid_utf8_in_the_path_is_a_400(client):
+    response = client.get("/caf%E9_200x200.jpg")
+    assert response.status_code == 400
+    assert response.get_data(as_text=True) == "key is not valid UTF-8\n"
+
+
+def test_gif_whose_first_frame_is_smaller_than_its_screen_is_not_stretched(client, s3):
+    from wand.color import Color
+    from wand.image import Image
+
+    with Image(width=400, height=200, background=Color("red")) as frame:
+        frame.format = "gif"
+        frame.page = (400, 400, 0, 0)  # a 400x400 screen holding a 400x200 frame
+        s3.put_object(Bucket=BUCKET, Key="anim.gif", Body=frame.make_blob())
+    response = client.get("/anim_200x200.gif")
+    assert response.status_code == 200
+    assert dimensions(response.data) == ("GIF", 200, 100)

@@ -269,3 +269,20 @@ def test_store_queue_drain_times_out():
     assert time.monotonic() - t0 < 1
     release.set()
     assert q.drain(timeout=5) is True
+
+
+def test_store_queue_is_bounded_in_bytes_too():
+    release = threading.Event()
+    stored = []
+
+    def slow_store(item):
+        release.wait(5)
+        stored.append(item)
+
+    q = StoreQueue(slow_store, maxsize=100, max_bytes=10, size_of=len)
+    assert q.submit(b"123456") is True          # queued: 6 of 10 bytes, its store blocked
+    threading.Timer(0.2, release.set).start()
+    assert q.submit(b"1234567") is False        # 6 + 7 > 10: stored inline instead
+    assert q.drain(5)
+    assert sorted(stored) == [b"123456", b"1234567"]
+    assert q.queued_bytes == 0
