@@ -329,11 +329,11 @@ def targets(report, raw):
         case = next(r for r in micro if r["input"] == "24mp.jpg" and r["box"] == 200)
         ms = case["ms"]
         v = ratio(ms["ours"], ms["naive"])
-        rows.append(["render 24 MP -> 200 ≤ 0.10x naive Wand", x(v), mark(v <= 0.10)])
+        rows.append(["render 24 MP -> 200 ≤ 0.10x naive Wand", x(v, 3), mark(v <= 0.10)])
         v = ratio(ms["ours"], ms["pyvips"])
-        rows.append(["render 24 MP -> 200 ≤ 1.0x pyvips", x(v), mark(v <= 1.0)])
+        rows.append(["render 24 MP -> 200 ≤ 1.0x pyvips", x(v, 3), mark(v <= 1.0)])
         v = ratio(ms["ours"], _floor(ms))
-        rows.append(["render 24 MP -> 200 ≤ 1.25x DCT-1/8 decode floor", x(v), mark(v <= 1.25)])
+        rows.append(["render 24 MP -> 200 ≤ 1.25x DCT-1/8 decode floor", x(v, 3), mark(v <= 1.25)])
         growth = next(r["growth_mb"] for r in raw["rss"]
                       if r["input"] == "24mp.jpg" and r["box"] == 200 and r["method"] == "ours")
         rows.append(["render 24 MP -> 200 peak RSS growth ≤ 48 MB", f"{growth:.1f} MB", mark(growth <= 48)])

@@ -136,8 +136,9 @@ class Settings:
             bad("storage_class", f"must be one of {', '.join(STORAGE_CLASSES)}")
         if not 1 <= self.jpeg_quality <= 100:
             bad("jpeg_quality", "must be between 1 and 100")
-        for name in ("max_width", "max_height", "max_source_bytes", "max_source_pixels",
-                     "magick_memory_mb", "render_concurrency", "store_queue_size", "store_queue_mb", "s3_max_attempts", "redis_lock_ms"):
+        for name in ("max_width", "max_height", "max_source_bytes", "max_source_pixels", "magick_memory_mb",
+                     "render_concurrency", "store_queue_size", "store_queue_mb", "s3_max_attempts",
+                     "redis_lock_ms"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
         if self.queue_size < 0:
