@@ -9,7 +9,7 @@ import hashlib
 import logging
 import time
 from urllib.parse import quote
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Settings
 from .coordination import CoordinatorUnavailable
@@ -93,11 +93,11 @@ class ResizeService:
         result, shared = self.flight.do(request.key, lambda: self._lead(request))
         if shared:
             self.metrics.inc("singleflight_shared_total")
-            return Result(**{**result.__dict__, "source": "shared"})
+            return replace(result, source="shared")
         return result
 
     def render(self, request: RenderRequest) -> Result:
-        """Fetch, check and render, without storing (used by the worker, CLI and benchmarks too)."""
+        """Fetch, check and render, without storing (the benchmarks call it directly)."""
         timings: dict[str, float] = {}
         with self.gate.slot():
             t0 = time.perf_counter()
