@@ -57,11 +57,15 @@ def test_miss_redirects_renders_stores_then_s3_serves_it(stack, earth, tmp_path)
     body = (tmp_path / "first.jpg").read_bytes()
     assert dimensions(body) == ("JPEG", 200, 133)
 
-    # The store happens after the response: give it a moment, bounded.
+    # The store happens after the response: wait (bounded) until the server logs it
+    # as done (polling the bucket could catch s3rver between writing an object and
+    # writing its metadata).
     deadline = time.monotonic() + 10
-    while (second := website_get(stack, key)).status_code != 200:
-        assert time.monotonic() < deadline, "derived image never appeared in the bucket"
+    while not any(e.get("msg") == "stored" and e.get("key") == key for e in stack.log_events()):
+        assert time.monotonic() < deadline, "the server never stored the derived image"
         time.sleep(0.1)
+    second = website_get(stack, key)
+    assert second.status_code == 200
     assert "Location" not in second.headers
     assert second.headers["x-amz-storage-class"] == "REDUCED_REDUNDANCY"
     assert second.headers["Content-Type"] == "image/jpeg"
