@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
@@ -65,13 +66,15 @@ class RenderGate:
     """At most ``slots`` renders at once; at most ``max_waiting`` callers wait, each for ``timeout`` s.
 
     Beyond that a caller is refused at once with 503, so load above capacity
-    costs nothing but the refusal.
+    costs nothing but the refusal.  Waiters are served first come, first
+    served: a released slot is handed to the oldest waiter, so no request
+    starves behind later ones (a plain semaphore wakes an arbitrary thread).
     """
 
     def __init__(self, slots: int, max_waiting: int, timeout: float) -> None:
-        self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
-        self._waiting = 0
+        self._free = slots
+        self._waiters: deque[threading.Event] = deque()
         self._active = 0
         self.max_waiting = max_waiting
         self.timeout = timeout
@@ -79,7 +82,7 @@ class RenderGate:
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return len(self._waiters)
 
     @property
     def active(self) -> int:
@@ -87,26 +90,36 @@ class RenderGate:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        if not self._slots.acquire(blocking=False):
-            with self._lock:
-                if self._waiting >= self.max_waiting:
-                    raise Overloaded(retry_after=1, detail=f"{self._waiting} requests already waiting")
-                self._waiting += 1
-            try:
-                acquired = self._slots.acquire(timeout=self.timeout)
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-            if not acquired:
-                raise Overloaded(retry_after=2, detail=f"no render slot within {self.timeout}s")
-        with self._lock:
-            self._active += 1
+        self._acquire()
         try:
             yield
         finally:
-            with self._lock:
-                self._active -= 1
-            self._slots.release()
+            self._release()
+
+    def _acquire(self) -> None:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                self._active += 1
+                return
+            if len(self._waiters) >= self.max_waiting:
+                raise Overloaded(retry_after=1, detail=f"{len(self._waiters)} requests already waiting")
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait(self.timeout)
+        with self._lock:
+            if not turn.is_set():  # timed out and still queued: leave the queue
+                self._waiters.remove(turn)
+                raise Overloaded(retry_after=2, detail=f"no render slot within {self.timeout}s")
+            self._active += 1  # a releasing render handed its slot over to us
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._free += 1
 
 
 class StoreQueue:

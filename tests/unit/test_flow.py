@@ -286,3 +286,27 @@ def test_store_queue_is_bounded_in_bytes_too():
     assert q.drain(5)
     assert sorted(stored) == [b"123456", b"1234567"]
     assert q.queued_bytes == 0
+
+
+def test_render_gate_serves_waiters_first_come_first_served():
+    gate = RenderGate(slots=1, max_waiting=10, timeout=5)
+    order = []
+    holder = gate.slot()
+    holder.__enter__()
+    threads = []
+    for i in range(6):
+        def wait_turn(i=i):
+            with gate.slot():
+                order.append(i)
+        t = threading.Thread(target=wait_turn)
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 5
+        while gate.waiting != i + 1:  # queue them in a known order
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    holder.__exit__(None, None, None)
+    for t in threads:
+        t.join(5)
+    assert order == list(range(6))
+    assert (gate.active, gate.waiting) == (0, 0)
