@@ -89,6 +89,18 @@ def png_with_alpha(width: int = 640, height: int = 480) -> bytes:
         return img.make_blob()
 
 
+def solid_image(width: int, height: int, color: str, fmt: str, page: tuple | None = None) -> bytes:
+    """An encoded image of one colour; ``page`` sets a GIF's screen (width, height, x, y)."""
+    from wand.color import Color
+    from wand.image import Image
+
+    with Image(width=width, height=height, background=Color(color)) as img:
+        img.format = fmt
+        if page is not None:
+            img.page = page
+        return img.make_blob()
+
+
 def dimensions(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) of encoded image bytes, as ImageMagick decodes them."""
     from wand.image import Image

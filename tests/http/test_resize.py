@@ -9,7 +9,7 @@ from botocore.exceptions import ConnectionClosedError
 
 from resize_server.config import ConfigError, Settings
 from resize_server.http import create_app
-from tests.conftest import BUCKET, dimensions, photo, png_with_alpha
+from tests.conftest import BUCKET, dimensions, photo, png_with_alpha, solid_image
 
 
 @pytest.fixture
@@ -209,12 +209,7 @@ def test_source_prefixes_keep_other_objects_private(s3, storage):
 
 def test_a_free_side_is_bounded_by_the_maximum(client, s3):
     # A 40:1 panorama asked for at height 200 would be 8000 wide; the width maximum bounds it.
-    from wand.color import Color
-    from wand.image import Image
-
-    with Image(width=8000, height=200, background=Color("navy")) as img:
-        img.format = "jpeg"
-        s3.put_object(Bucket=BUCKET, Key="pano.jpg", Body=img.make_blob())
+    s3.put_object(Bucket=BUCKET, Key="pano.jpg", Body=solid_image(8000, 200, "navy", "jpeg"))
     response = client.get("/pano_x200.jpg")
     assert response.status_code == 200
     assert dimensions(response.data) == ("JPEG", 2048, 51)
@@ -227,13 +222,9 @@ def test_invalid_utf8_in_the_path_is_a_400(client):
 
 
 def test_gif_whose_first_frame_is_smaller_than_its_screen_is_not_stretched(client, s3):
-    from wand.color import Color
-    from wand.image import Image
-
-    with Image(width=400, height=200, background=Color("red")) as frame:
-        frame.format = "gif"
-        frame.page = (400, 400, 0, 0)  # a 400x400 screen holding a 400x200 frame
-        s3.put_object(Bucket=BUCKET, Key="anim.gif", Body=frame.make_blob())
+    # a 400x400 screen holding a 400x200 frame
+    gif = solid_image(400, 200, "red", "gif", page=(400, 400, 0, 0))
+    s3.put_object(Bucket=BUCKET, Key="anim.gif", Body=gif)
     response = client.get("/anim_200x200.gif")
     assert response.status_code == 200
     assert dimensions(response.data) == ("GIF", 200, 100)
