@@ -18,7 +18,7 @@ WORK = BENCH / ".work"
 INPUTS = WORK / "inputs"
 LOGS = WORK / "logs"
 RESULTS = BENCH / "results"
-TESTIMAGES = (ROOT.parent / "shared" / "testimages" / "exif-orientation").resolve()
+TESTIMAGES = ROOT / "tests" / "fixtures" / "exif-orientation"  # in the repository
 SOURCE_PHOTO = TESTIMAGES / "Landscape_1.jpg"  # 1800x1200, EXIF orientation 1
 
 BOXES = (50, 200, 1024)

@@ -108,7 +108,7 @@ def main() -> int:
     report.add("")
     from common import INPUT_SPECS, NOISE_ATTENUATE, SOURCE_QUALITY
 
-    report.add("Inputs, generated at bench time from `shared/testimages/exif-orientation/Landscape_1.jpg` "
+    report.add("Inputs, generated at bench time from `tests/fixtures/exif-orientation/Landscape_1.jpg` "
                f"(resize, Gaussian noise with attenuate {NOISE_ATTENUATE}, JPEG q{SOURCE_QUALITY}): " + ", ".join(
                    f"{n} {INPUT_SPECS[n][0]}x{INPUT_SPECS[n][1]} {p.stat().st_size / 1e6:.1f} MB "
                    f"({p.stat().st_size / (INPUT_SPECS[n][0] * INPUT_SPECS[n][1]):.2f} B/px)"

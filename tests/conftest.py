@@ -17,18 +17,16 @@ from resize_server.http import create_app
 from resize_server.storage.s3 import S3Storage, make_client
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTIMAGES = ROOT.parent / "shared" / "testimages" / "exif-orientation"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BUCKET = "images"
 
 
+PHOTOS = FIXTURES / "exif-orientation"  # 18 real photos, every EXIF orientation (MIT, LICENSE beside them)
+
+
 def photo(name: str = "Landscape_1.jpg") -> bytes:
-    """A real photograph from shared/testimages (or the copy in tests/fixtures)."""
-    for folder in (TESTIMAGES, FIXTURES / "exif-orientation"):
-        path = folder / name
-        if path.exists():
-            return path.read_bytes()
-    raise FileNotFoundError(name)
+    """A real photograph from tests/fixtures/exif-orientation (in the repository, so a plain clone has it)."""
+    return (PHOTOS / name).read_bytes()
 
 
 @pytest.fixture(autouse=True)

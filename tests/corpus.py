@@ -1,6 +1,6 @@
 """Generators for the hostile-input corpus, built by the tests themselves.
 
-Everything here is produced from the real photographs in shared/testimages
+Everything here is produced from the real photographs in tests/fixtures/exif-orientation
 (through ``tests.conftest.photo``), with Wand limited to the coders the
 server's ImageMagick policy allows (JPEG, PNG, GIF, WebP), or from raw bytes
 and ``struct``.  No pseudo-coders (``xc:``, ``gradient:``) and no files on disk.

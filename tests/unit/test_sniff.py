@@ -15,16 +15,7 @@ from wand.image import Image
 
 from resize_server.sniff import HeaderError, ImageHeader, detect_format, read_header
 
-_PHOTOS = [Path(__file__).resolve().parents[2].parent / "shared" / "testimages" / "exif-orientation",
-           Path(__file__).resolve().parents[1] / "fixtures" / "exif-orientation"]
-
-
-def photo(name: str) -> bytes:
-    """Same lookup as tests/conftest.py's photo()."""
-    for folder in _PHOTOS:
-        if (folder / name).exists():
-            return (folder / name).read_bytes()
-    raise FileNotFoundError(name)
+from tests.conftest import photo
 
 
 def encode(fmt: str, width: int = 37, height: int = 23, color: str = "red", **options: str) -> bytes:
