@@ -141,3 +141,13 @@ class Forbidden(ResizeError):
     status = 403
     public = "invalid API key"
     log_level = logging.INFO
+
+
+class MethodNotAllowed(ResizeError):
+    status = 405
+    public = "method not allowed"
+    log_level = logging.INFO
+
+    def __init__(self, allowed: str, public: str | None = None):
+        super().__init__(public or f"method not allowed (use {allowed})")
+        self.headers = {"Allow": allowed}
