@@ -21,7 +21,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
     """
     from .. import logs
     from ..service import build_service
-    from . import errors, views
+    from . import errors, requestlog, views
 
     if settings is None:
         settings = Settings.from_env()
@@ -34,4 +34,5 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
     app.extensions["resize"] = build_service(settings, storage=storage, engine=engine, coordinator=coordinator)
     app.register_blueprint(views.bp)
     errors.register(app)
+    requestlog.install(app)  # after the error handlers: it notes their error class
     return app

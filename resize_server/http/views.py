@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
 from flask import Blueprint, Response, current_app, request
 
+from .. import logs
 from ..options import decode_path, decode_src
 
 bp = Blueprint("resize", __name__)
-log = logging.getLogger("resize_server.http")
+# Result.source -> the request log's outcome.
+OUTCOMES = {"render": "rendered", "shared": "shared", "stored": "stored-by-other"}
 
 
 def _service():
@@ -43,12 +42,15 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(_service().metrics.render(), mimetype="text/plain; version=0.0.4")
+    metrics = _service().metrics
+    response = Response(metrics.render(), content_type=metrics.content_type)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _serve(key: str) -> Response:
-    started = time.perf_counter()
     service = _service()
+    logs.note(key=key)
     result = service.resize_key(key)
     response = Response(result.data, mimetype=result.content_type)
     response.headers["Cache-Control"] = service.settings.cache_control
@@ -58,7 +60,8 @@ def _serve(key: str) -> Response:
         response.headers["Server-Timing"] = ", ".join(
             f"{name.removesuffix('_ms')};dur={value}" for name, value in result.timings.items())
     response.make_conditional(request)
-    log.info("served", extra={"fields": {
-        "key": key, "status": response.status_code, "source": result.source, "bytes": len(result.data),
-        "ms": round((time.perf_counter() - started) * 1000, 1)}})
+    # The one log line per request is written by requestlog.py; these are its fields.
+    logs.note(outcome=OUTCOMES.get(result.source, result.source), **(result.timings or {}))
+    if result.width:
+        logs.note(size=f"{result.width}x{result.height}")
     return response
