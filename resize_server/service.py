@@ -11,13 +11,14 @@ import time
 from urllib.parse import quote
 from dataclasses import dataclass, replace
 
+from . import logs
 from .config import Settings
 from .coordination import CoordinatorUnavailable
 from .errors import NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound
 from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
 from .imaging.base import Engine
 from .imaging.geometry import plan as make_plan
-from .metrics import Metrics
+from .metrics import Metrics, instrument_storage
 from .options import CONTENT_TYPES, RenderRequest, parse_key
 from .storage.base import Storage, StoredObject
 
@@ -64,6 +65,7 @@ class ResizeService:
         self.recent = RecentStores()
         self.metrics.gauge("render_active", lambda: self.gate.active)
         self.metrics.gauge("render_waiting", lambda: self.gate.waiting)
+        self.metrics.gauge("render_slots", lambda: self.gate.size)
         self.metrics.gauge("store_queue_pending", self.store_queue.pending)
 
     # ---- entry points ------------------------------------------------------
@@ -90,9 +92,11 @@ class ResizeService:
     def resize_key(self, key: str) -> Result:
         """Serve a derived key: render it (once per key across concurrent callers) and store it."""
         request = self.request_for(key)
+        started = time.perf_counter()
         result, shared = self.flight.do(request.key, lambda: self._lead(request))
         if shared:
             self.metrics.inc("singleflight_shared_total")
+            self.metrics.observe("singleflight_wait_seconds", time.perf_counter() - started)
             return replace(result, source="shared")
         return result
 
@@ -111,6 +115,8 @@ class ResizeService:
             t2 = time.perf_counter()
         timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
         self.metrics.inc("renders_total", format=request.format)
+        self.metrics.observe("render_duration_seconds", t2 - t1, format=request.format)
+        self.metrics.observe("source_bytes", len(source.data))
         return Result(
             data=rendered.data,
             content_type=CONTENT_TYPES[rendered.format],
@@ -153,13 +159,21 @@ class ResizeService:
 
     def _wait_for_other_instance(self, request: RenderRequest) -> Result | None:
         """Another instance holds the lock: wait until it has stored the image, then read that."""
-        deadline = time.monotonic() + self.settings.redis_wait
-        while self.coordinator.state(request.key) == "rendering":
-            if time.monotonic() > deadline:
-                log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
-                return None
-            time.sleep(0.05)
-        return self._read_stored(request)
+        started = time.monotonic()
+        deadline = started + self.settings.redis_wait
+        outcome = "unavailable"  # Redis failed while we waited (CoordinatorUnavailable)
+        try:
+            while self.coordinator.state(request.key) == "rendering":
+                if time.monotonic() > deadline:
+                    outcome = "timeout"
+                    log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
+                    return None
+                time.sleep(0.05)
+            stored = self._read_stored(request)
+            outcome = "stored" if stored is not None else "not_stored"
+            return stored
+        finally:
+            self.metrics.observe("redis_lock_wait_seconds", time.monotonic() - started, outcome=outcome)
 
     def _read_stored(self, request: RenderRequest) -> Result | None:
         """The derived image as stored in S3, or None (then it is rendered here)."""
@@ -207,10 +221,12 @@ class ResizeService:
                                                  "ms": round((time.perf_counter() - t0) * 1000, 1)}})
         except ResizeError as exc:
             self.metrics.inc("store_failures_total")
+            logs.note(store_failed=True)  # an inline store: the request's own line says store-failed
             log.error("store failed; the client was still served", extra={"fields": {
                 "key": item.obj.key, "error": type(exc).__name__, "detail": exc.detail}})
         except Exception:
             self.metrics.inc("store_failures_total")
+            logs.note(store_failed=True)
             log.exception("store failed unexpectedly", extra={"fields": {"key": item.obj.key}})
         finally:
             if item.recent is not None:
@@ -243,4 +259,6 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
         from .coordination import RedisCoordinator
 
         coordinator = RedisCoordinator.from_url(settings.redis_url, settings.redis_lock_ms, metrics=metrics)
+    # S3 latency and errors by kind are measured around every storage call.
+    storage = instrument_storage(storage, metrics)
     return ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics)
