@@ -9,6 +9,7 @@ all in one go.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -68,6 +69,8 @@ class Settings:
     redis_lock_ms: int = 30_000
     redis_wait: float = 10.0
     log_level: str = "INFO"
+    # host[:port] clients are redirected to (the load balancer): `resize-server doctor` checks the RoutingRules.
+    public_host: str = ""
 
     # ---- derived views -------------------------------------------------
 
@@ -155,6 +158,8 @@ class Settings:
                        if (s[0] or 0) > self.max_width or (s[1] or 0) > self.max_height]
             if too_big:
                 bad("allowed_sizes", f"{format_sizes(frozenset(too_big))} exceed RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT")
+        if self.public_host and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", self.public_host):
+            bad("public_host", "must be host or host:port, without scheme or path")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
         return problems
