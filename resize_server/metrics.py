@@ -119,6 +119,31 @@ def reset_multiprocess_dir(path: Path) -> None:
         old.unlink(missing_ok=True)
 
 
+def compact_dead_process(path: Path, pid: int) -> None:
+    """Fold a dead worker's counter and histogram files into one archive file per type.
+
+    Its counts must stay in the totals (a counter that drops looks like a reset
+    to Prometheus), but one file per dead worker would pile up: gunicorn
+    recycles workers (``max_requests``), and every scrape reads every file.
+    The archive is a file of the library's own format (``counter_archive.db``),
+    which the multiprocess collector sums like any other.  Runs in the master.
+    """
+    from prometheus_client.mmap_dict import MmapedDict
+
+    for kind in ("counter", "histogram"):
+        dead = path / f"{kind}_{pid}.db"
+        if not dead.exists():
+            continue
+        archive = MmapedDict(str(path / f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                total, _ = archive.read_value(key)
+                archive.write_value(key, total + value, timestamp)
+        finally:
+            archive.close()
+        dead.unlink()
+
+
 def remove_multiprocess_dir(path: Path) -> None:
     reset_multiprocess_dir(path)
     try:

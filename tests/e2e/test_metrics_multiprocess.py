@@ -99,7 +99,7 @@ def test_one_scrape_sums_the_counters_of_both_workers(server):
         assert value(scrape, "resize_render_active") == 0
     assert any(folder.glob("counter_*.db"))
 
-    # A worker that dies leaves the live gauges (child_exit); its counts stay in the totals.
+    # A worker that dies leaves the live gauges (child_exit); its counts stay in the totals...
     dead = sorted(pids)[0]
     os.kill(dead, signal.SIGKILL)
     deadline = time.monotonic() + 20
@@ -115,6 +115,9 @@ def test_one_scrape_sums_the_counters_of_both_workers(server):
         assert time.monotonic() < deadline, value(scrape, "resize_render_slots")
         time.sleep(0.2)
     assert value(scrape, "resize_http_requests_total", route="resize_path", status="404") == sent
+    assert value(scrape, "resize_renders_total", format="jpeg") == 4
+    # ... folded into the archive file, not left as one file per dead worker
+    assert not (folder / f"counter_{dead}.db").exists() and (folder / "counter_archive.db").exists()
 
     devstack.stop(proc)
     assert not folder.exists(), "the metrics folder outlived the server"

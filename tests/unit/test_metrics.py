@@ -183,3 +183,41 @@ def test_the_multiprocess_dir_is_emptied_at_start_and_removed_at_exit(tmp_path):
     (folder / "gauge_livesum_9.db").write_bytes(b"old")
     metrics_module.remove_multiprocess_dir(folder)
     assert not folder.exists()
+
+
+def test_a_dead_workers_counts_are_folded_into_the_archive_without_changing_the_totals(tmp_path):
+    """The files are written the way multiprocess mode writes them, and read by the library's own collector."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    def write(kind: str, pid: int, values: list) -> None:
+        db = MmapedDict(str(tmp_path / f"{kind}_{pid}.db"))
+        for metric, sample_name, labels, v in values:
+            db.write_value(mmap_key(metric, sample_name, list(labels), list(labels.values()), "help"), v, 0.0)
+        db.close()
+
+    def totals() -> dict:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(tmp_path))
+        text = generate_latest(registry).decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    def requests(route, n):
+        return ("resize_http_requests", "resize_http_requests_total", {"route": route, "status": "200"}, n)
+
+    write("counter", 101, [requests("resize_php", 3), requests("healthz", 1)])
+    write("counter", 102, [requests("resize_php", 5)])
+    write("counter", 103, [requests("resize_php", 7)])
+    write("histogram", 101, [("resize_render_duration_seconds", "resize_render_duration_seconds_count",
+                              {"format": "jpeg"}, 2)])
+    before = totals()
+    assert before[("resize_http_requests_total", (("route", "resize_php"), ("status", "200")))] == 15
+
+    metrics_module.compact_dead_process(tmp_path, 101)
+    metrics_module.compact_dead_process(tmp_path, 102)
+    metrics_module.compact_dead_process(tmp_path, 999)  # no files: nothing to do
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_103.db", "counter_archive.db",
+                                                          "histogram_archive.db"]
+    assert totals() == before
