@@ -270,7 +270,8 @@ class Doctor:
                 self.add("read a source", SKIP, f"not checked: could not list the bucket to find an original "
                          f"({exc.detail}); pass --probe-source KEY")
                 return
-            key = next((k for k in keys if k.lower().endswith(IMAGE_EXTENSIONS) and not _looks_derived(k)), None)
+            key = next((k for k in keys if k.lower().endswith(IMAGE_EXTENSIONS)
+                        and not _looks_derived(k, settings)), None)
             if key is None:
                 self.add("read a source", SKIP, f"not checked: no original image among the first {len(keys)} keys "
                          f"under {prefix or 'the bucket'!r}; pass --probe-source KEY")
@@ -292,12 +293,7 @@ class Doctor:
         from .storage.s3 import S3Storage
 
         settings = self.settings
-        # The smallest allowed WxH size (a width- or height-only size only if there is no other).
-        sizes = sorted(settings.allowed_sizes or [(50, 50)],
-                       key=lambda s: (not (s[0] and s[1]), (s[0] or 1) * (s[1] or 1), str(s)))
-        width, height = sizes[0]
-        prefix = settings.prefixes[0] if settings.prefixes else ""
-        key = f"{prefix}resize-server-doctor-probe_{width or ''}x{height or ''}.png"
+        key = probe_key(settings)
         try:
             S3Storage(self._s3(), settings.bucket).put(StoredObject(
                 key=key, data=PROBE_PNG, content_type="image/png", cache_control="no-store",
@@ -455,14 +451,26 @@ def _is_anonymous(principal) -> bool:
     return False
 
 
-def _looks_derived(key: str) -> bool:
-    from .options import parse_key
+def _looks_derived(key: str, settings: Settings) -> bool:
+    from .options import is_derived_key
 
-    try:
-        parse_key(key)
-    except ResizeError:
-        return False
-    return True
+    return is_derived_key(key, settings.catalog, style_separator=settings.style_separator)
+
+
+def probe_key(settings: Settings) -> str:
+    """A key the server would store a rendering under: the smallest allowed WxH size, else a preset."""
+    prefix = settings.prefixes[0] if settings.prefixes else ""
+    suffixes = []
+    if settings.allowed_sizes and not settings.presets_only:
+        # The smallest WxH size (a width- or height-only size only if there is no other).
+        sizes = sorted(settings.allowed_sizes, key=lambda s: (not (s[0] and s[1]), (s[0] or 1) * (s[1] or 1), str(s)))
+        suffixes += [f"_{w or ''}x{h or ''}" for w, h in sizes]
+    suffixes += [f"_{name}" for name in sorted(settings.presets)]
+    for suffix in suffixes:
+        key = f"{prefix}resize-server-doctor-probe{suffix}.png"
+        if _looks_derived(key, settings):
+            return key
+    return f"{prefix}resize-server-doctor-probe_50x50.png"
 
 
 def _redact(url: str) -> str:

@@ -59,6 +59,7 @@ METRICS: dict[str, Spec] = {
     "errors_total": Spec("counter", "Error responses, by status (503: overloaded)", ("status",)),
     # Rendering (service.py).
     "renders_total": Spec("counter", "Images rendered, by output format", ("format",)),
+    "partial_renders_total": Spec("counter", "Renders of truncated originals (served with a short Cache-Control)"),
     "render_duration_seconds": Spec("histogram", "Decode + resize + encode time, by output format", ("format",)),
     "source_bytes": Spec("histogram", "Size of the source images read for rendering", buckets=_BYTES),
     "render_active": Spec("gauge", "Renders running now (render-gate slots in use)"),
