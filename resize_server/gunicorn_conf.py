@@ -81,10 +81,10 @@ def on_starting(server):
 def child_exit(server, worker):
     """A dead worker's live gauges (render occupancy, queue depth) leave the sums; its counts stay,
     folded into one archive file so recycled workers do not pile up files."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid, str(_prometheus_dir))
     try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, str(_prometheus_dir))
         _metrics.compact_dead_process(_prometheus_dir, worker.pid)
     except Exception:  # metrics bookkeeping must never take the master down
         server.log.exception("could not fold worker %s's metrics into the archive", worker.pid)
