@@ -1,0 +1,238 @@
+"""deploy/cloudformation.yaml: cfn-lint clean, and in step with the other files in deploy/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from cfnlint.api import lint
+from cfnlint.config import ManualArgs
+
+from resize_server.website import bucket_policy, routing_rules
+from tests.deploy.templates import DEPLOY, FLEET_TEMPLATE, LAMBDA_TEMPLATE, ROOT, Resolver, cfn_lint, load
+
+NETWORK = {"BucketName": "images", "VpcId": "vpc-0123", "LoadBalancerSubnets": ["subnet-a", "subnet-b"],
+           "InstanceSubnets": ["subnet-c", "subnet-d"]}
+CFN_TO_BOTO = {"RoutingRuleCondition": "Condition", "RedirectRule": "Redirect"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load(FLEET_TEMPLATE)
+
+
+def resolver(template, **params) -> Resolver:
+    return Resolver(template, {**NETWORK, **params})
+
+
+def resource(template, name, **params):
+    r = resolver(template, **params)
+    return r.resolve(template["Resources"][name]["Properties"])
+
+
+def user_data(template, **params) -> str:
+    return resource(template, "LaunchTemplate", **params)["LaunchTemplateData"]["UserData"]
+
+
+def graceful_timeout() -> int:
+    """gunicorn's graceful_timeout as the packaged settings define it (imported in a clean process)."""
+    env = {**os.environ, "RESIZE_BUCKET": "images"}
+    out = subprocess.run([sys.executable, "-c", "import resize_server.gunicorn_conf as c; print(c.graceful_timeout)"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+# ---- cfn-lint -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", [FLEET_TEMPLATE, LAMBDA_TEMPLATE], ids=["fleet", "lambda-sam"])
+def test_cfn_lint_is_clean_including_informational_checks(path):
+    result = cfn_lint(path, extra=("--regions", "us-east-1", "eu-west-1", "ap-southeast-2"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("break_it, rule", [
+    # A property CloudFormation does not know.
+    (lambda t: t.replace("HealthCheckPath: /healthz", "HealthCheckPath: /healthz\n      HealthCheckPathX: /x"), "E3002"),
+    # A Ref to nothing.
+    (lambda t: t.replace("Roles: [!Ref InstanceRole]", "Roles: [!Ref NoSuchRole]"), "E1020"),
+], ids=["unknown-property", "dangling-ref"])
+def test_cfn_lint_catches_a_broken_fleet_template(break_it, rule):
+    """The lint is real: the same template with one mistake fails (so a clean run means something)."""
+    text = FLEET_TEMPLATE.read_text()
+    broken = break_it(text)
+    assert broken != text
+    rules = {m.rule.id for m in lint(broken, config=ManualArgs(regions=["us-east-1"]))}
+    assert rule in rules
+    assert not lint(text, config=ManualArgs(regions=["us-east-1"]))
+
+
+# ---- in step with deploy/ ------------------------------------------------------------
+
+def test_routing_rules_are_those_of_routing_rules_xml_pointed_at_the_load_balancer(template):
+    website = resource(template, "ImageBucket")["WebsiteConfiguration"]
+    rules = [{CFN_TO_BOTO[k]: v for k, v in rule.items()} for rule in website["RoutingRules"]]
+    expected = routing_rules((DEPLOY / "routing_rules.xml").read_text(), host_name="<GetAtt LoadBalancer.DNSName>")
+    assert rules == expected
+    assert {r["Condition"]["HttpErrorCodeReturnedEquals"] for r in rules} == {"403", "404"}
+
+
+def test_bucket_policy_is_bucket_policy_json(template):
+    policy = resource(template, "ImageBucketPolicy", BucketName="my-images")["PolicyDocument"]
+    # In the template the bucket is a Ref; resolved here to the parameter it is created with.
+    policy_text = json.dumps(policy).replace("<Ref ImageBucket>", "my-images")
+    expected = bucket_policy((DEPLOY / "bucket_policy.json").read_text(), "my-images")
+    assert json.loads(policy_text) == json.loads(expected)
+    assert resource(template, "ImageBucketPolicy")["Bucket"] == "<Ref ImageBucket>"
+
+
+def test_notification_suffixes_are_those_of_bucket_notification_json(template):
+    shipped = json.loads((DEPLOY / "pregen" / "bucket_notification.json").read_text())
+    shipped_suffixes = sorted(c["Filter"]["Key"]["FilterRules"][0]["Value"] for c in shipped["QueueConfigurations"])
+    conf = resource(template, "ImageBucket", Pregeneration="true")["NotificationConfiguration"]
+    queues = conf["QueueConfigurations"]
+    assert sorted(q["Filter"]["S3Key"]["Rules"][0]["Value"] for q in queues) == shipped_suffixes
+    assert {q["Event"] for q in queues} == {"s3:ObjectCreated:*"}
+    assert {q["Queue"] for q in queues} == {"<GetAtt PregenQueue.Arn>"}
+
+
+def test_lifecycle_rule_expires_objects_tagged_like_lifecycle_json(template):
+    shipped = json.loads((DEPLOY / "pregen" / "lifecycle.json").read_text())["Rules"][0]
+    rule, = resource(template, "ImageBucket", DerivedExpiryDays=30)["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 30
+    assert rule["Status"] == "Enabled"
+    assert rule["TagFilters"] == [shipped["Filter"]["Tag"]]
+    assert "Prefix" not in rule  # never a prefix: originals and derived objects share folders
+
+
+def test_expiry_zero_means_no_lifecycle_rule(template):
+    assert "LifecycleConfiguration" not in resource(template, "ImageBucket", DerivedExpiryDays=0)
+
+
+@pytest.mark.parametrize("pregen", ["true", "false"])
+def test_pregeneration_parts_exist_only_behind_the_condition(template, pregen):
+    r = resolver(template, Pregeneration=pregen)
+    on = pregen == "true"
+    for name in ("PregenQueue", "PregenDeadLetterQueue", "PregenQueuePolicy"):
+        assert r.resource_exists(name) is on
+    bucket = r.resolve(template["Resources"]["ImageBucket"]["Properties"])
+    assert ("NotificationConfiguration" in bucket) is on
+    script = user_data(template, Pregeneration=pregen)
+    assert f"if [ '{pregen}' = true ]; then systemctl enable --now resize-worker.service; fi" in script
+    assert ("RESIZE_QUEUE_URL=<Ref PregenQueue>\n" in script) is on
+
+
+def test_queue_redrives_to_the_dead_letter_queue(template):
+    queue = resource(template, "PregenQueue", Pregeneration="true", PregenMaxReceiveCount=4)
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": "<GetAtt PregenDeadLetterQueue.Arn>", "maxReceiveCount": 4}
+    # The queue policy lets exactly this bucket (by name: no Ref, so no cycle) send events.
+    policy = resource(template, "PregenQueuePolicy", Pregeneration="true")["PolicyDocument"]
+    statement, = policy["Statement"]
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == "arn:aws:s3:::images"
+
+
+def test_bucket_waits_for_the_queue_policy_even_though_it_is_conditional(template):
+    assert template["Resources"]["ImageBucket"]["DependsOn"] == "PregenQueuePolicyReady"
+    ready = resolver(template, Pregeneration="true").resolve(template["Resources"]["PregenQueuePolicyReady"])
+    assert ready["Metadata"]["QueuePolicy"] == "<Ref PregenQueuePolicy>"
+
+
+# ---- least privilege ------------------------------------------------------------------
+
+def role_statements(template, **params) -> list[dict]:
+    policy, = resource(template, "InstanceRole", **params)["Policies"]
+    return policy["PolicyDocument"]["Statement"]
+
+
+@pytest.mark.parametrize("pregen, expected", [
+    ("false", {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:PutObjectTagging"}),
+    ("true", {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:PutObjectTagging", "sqs:ReceiveMessage",
+              "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}),
+])
+def test_instance_role_allows_these_actions_and_nothing_else(template, pregen, expected):
+    statements = role_statements(template, Pregeneration=pregen)
+    actions = set()
+    for s in statements:
+        assert s["Effect"] == "Allow"
+        assert s["Resource"] != "*" and "*" not in s["Resource"].split(":::")[0]
+        acts = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+        assert not any("*" in a for a in acts)
+        actions |= set(acts)
+    assert actions == expected
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["ReadOriginals"]["Resource"] == "arn:aws:s3:::images/*"
+    assert by_sid["ListForCleanNotFound"]["Resource"] == "arn:aws:s3:::images"
+    # Writes only objects that carry the derived tag.
+    assert by_sid["WriteDerived"]["Condition"] == {"StringEquals": {"s3:RequestObjectTag/resize-derived": "true"}}
+
+
+def test_instance_role_matches_the_shipped_worker_policy(template):
+    shipped = json.loads((DEPLOY / "pregen" / "worker_policy.json").read_text())["Statement"]
+    ours = role_statements(template, Pregeneration="true")
+    queue_arn = "arn:aws:sqs:us-east-1:123456789012:resize-pregen"
+    ours = json.loads(json.dumps(ours).replace("<GetAtt PregenQueue.Arn>", queue_arn))
+    assert ours == shipped
+
+
+# ---- the fleet ------------------------------------------------------------------------
+
+def test_target_group_checks_healthz_and_outlasts_the_graceful_drain(template):
+    tg = resource(template, "TargetGroup")
+    assert tg["HealthCheckPath"] == "/healthz"
+    attrs = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
+    assert int(attrs["deregistration_delay.timeout_seconds"]) > graceful_timeout()
+
+
+def test_autoscaling_group_tracks_cpu_and_replaces_unhealthy_instances(template):
+    asg = resource(template, "AutoScalingGroup", FleetMinSize=3, FleetMaxSize=9)
+    assert (asg["MinSize"], asg["MaxSize"]) == (3, 9)
+    assert asg["HealthCheckType"] == "ELB"
+    assert asg["TargetGroupARNs"] == ["<Ref TargetGroup>"]
+    policy = resource(template, "CpuTargetTracking", CpuTargetPercent=55)
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    tracking = policy["TargetTrackingConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
+    assert tracking["TargetValue"] == 55
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"Pregeneration": "true", "RedisEndpoint": "cache.example:6379", "ConstraintsUrl": "https://x/constraints.txt",
+     "Presets": "thumb=50x50,small=200x200"},
+], ids=["defaults", "everything-on"])
+def test_user_data_is_valid_bash(template, params):
+    script = user_data(template, **params)
+    assert script.startswith("#!/bin/bash\nset -euxo pipefail\n")
+    result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_user_data_builds_the_per_instance_topology(template):
+    script = user_data(template, Pregeneration="true", RedisEndpoint="cache.example:6379",
+                       Presets="thumb=50x50", AllowedSizes="200x200", PackageSpec="resize-server==9.9")
+    env = script.split("cat > /etc/resize-server/env <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0].splitlines()
+    assert env == [
+        "RESIZE_BUCKET=images",
+        "RESIZE_REGION=us-east-1",
+        "RESIZE_ALLOWED_SIZES=200x200",
+        "RESIZE_PRESETS=thumb=50x50",
+        "RESIZE_REDIS_URL=redis://cache.example:6379/0",
+        "RESIZE_QUEUE_URL=<Ref PregenQueue>",
+        "RESIZE_BIND=unix:/run/resize-server/gunicorn.sock",
+        "MAGICK_CONFIGURE_PATH=/opt/resize-server/share/resize-server/deploy",
+    ]
+    assert "apt-get install -y -q --no-install-recommends python3-venv libmagickwand-6.q16-6 nginx" in script
+    assert "/opt/resize-server/bin/pip install --no-cache-dir --disable-pip-version-check  'resize-server==9.9'" in script
+    assert "systemctl enable --now resize-server.service resize-front.service" in script
+    # The units it installs are the ones in deploy/, shipped in the package's data files.
+    setup_cfg = (ROOT / "setup.cfg").read_text()
+    for unit in ("resize-server.service", "resize-front.service", "resize-worker.service"):
+        assert f'"$share/{unit}"' in script
+        assert (DEPLOY / unit).is_file()
+        assert f"deploy/{unit}" in setup_cfg
+    # The same socket the systemd unit's runtime directory provides.
+    assert "RuntimeDirectory=resize-server" in (DEPLOY / "resize-server.service").read_text()
