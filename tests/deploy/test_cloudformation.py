@@ -236,3 +236,16 @@ def test_user_data_builds_the_per_instance_topology(template):
         assert f"deploy/{unit}" in setup_cfg
     # The same socket the systemd unit's runtime directory provides.
     assert "RuntimeDirectory=resize-server" in (DEPLOY / "resize-server.service").read_text()
+
+
+@pytest.mark.parametrize("resource_name, attributes_file", [
+    ("PregenQueue", "queue.json"), ("PregenDeadLetterQueue", "dead_letter_queue.json")])
+def test_queue_attributes_are_those_of_the_shipped_json(template, resource_name, attributes_file):
+    shipped = json.loads((DEPLOY / "pregen" / attributes_file).read_text())
+    ours = resource(template, resource_name, Pregeneration="true")
+    for name, value in shipped.items():
+        if name == "RedrivePolicy":
+            assert int(json.loads(value)["maxReceiveCount"]) == int(
+                template["Parameters"]["PregenMaxReceiveCount"]["Default"])
+        else:
+            assert str(ours[name]).lower() == value.lower(), name
