@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -225,7 +226,7 @@ def test_user_data_builds_the_per_instance_topology(template):
         "RESIZE_BIND=unix:/run/resize-server/gunicorn.sock",
         "MAGICK_CONFIGURE_PATH=/opt/resize-server/share/resize-server/deploy",
     ]
-    assert "apt-get install -y -q --no-install-recommends python3-venv libmagickwand-6.q16-6 nginx" in script
+    assert "apt-get install -y -q --no-install-recommends python3-venv libmagickwand-6.q16-6 nginx gettext-base" in script
     assert "/opt/resize-server/bin/pip install --no-cache-dir --disable-pip-version-check  'resize-server==9.9'" in script
     assert "systemctl enable --now resize-server.service resize-front.service" in script
     # The units it installs are the ones in deploy/, shipped in the package's data files.
@@ -249,3 +250,29 @@ def test_queue_attributes_are_those_of_the_shipped_json(template, resource_name,
                 template["Parameters"]["PregenMaxReceiveCount"]["Default"])
         else:
             assert str(ours[name]).lower() == value.lower(), name
+
+
+def test_user_data_fills_the_nginx_template_consistently_with_the_units_and_the_balancer(template):
+    script = user_data(template)
+    exported = dict(re.findall(r"\b(RESIZE_NGINX_[A-Z0-9_]+)=(\S+)", script))
+    substituted = re.search(r"envsubst '([^']+)'", script).group(1).split()
+    # envsubst is given exactly the variables the script sets (nginx's own $variables stay).
+    assert substituted == ["${%s}" % name for name in exported]
+    assert '< "$share/nginx.conf" > /etc/resize-server/nginx.conf' in script
+    front = (DEPLOY / "resize-front.service").read_text()
+    assert "-c /etc/resize-server/nginx.conf" in front
+    # The run directory is the front unit's runtime directory, temp folders included.
+    run_dir = exported["RESIZE_NGINX_RUN_DIR"]
+    runtime = re.search(r"^RuntimeDirectory=(.+)$", front, re.M).group(1).split()
+    assert run_dir == "/run/" + runtime[0]
+    assert {f"{runtime[0]}/{d}" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")} <= set(runtime)
+    # nginx proxies to the socket gunicorn binds; the balancer reaches nginx's resize port.
+    assert exported["RESIZE_NGINX_UPSTREAM"] == "unix:/run/resize-server/gunicorn.sock"
+    assert "RESIZE_BIND=unix:/run/resize-server/gunicorn.sock" in script
+    port = int(exported["RESIZE_NGINX_LISTEN"])
+    assert resource(template, "TargetGroup")["Port"] == port
+    ingress, = resource(template, "InstanceSecurityGroup")["SecurityGroupIngress"]
+    assert (ingress["FromPort"], ingress["ToPort"]) == (port, port)
+    assert ingress["SourceSecurityGroupId"] == "<Ref LoadBalancerSecurityGroup>"
+    # The image-domain server of the template is unused behind the website endpoint: loopback only.
+    assert exported["RESIZE_NGINX_IMAGE_LISTEN"].startswith("127.0.0.1:")
