@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 FLEET_TEMPLATE = DEPLOY / "cloudformation.yaml"
 LAMBDA_TEMPLATE = DEPLOY / "lambda" / "template.yaml"
+CDN_TEMPLATE = DEPLOY / "cloudfront.yaml"
 
 _NO_VALUE = object()
 

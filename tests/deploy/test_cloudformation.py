@@ -13,7 +13,7 @@ from cfnlint.api import lint
 from cfnlint.config import ManualArgs
 
 from resize_server.website import bucket_policy, routing_rules
-from tests.deploy.templates import DEPLOY, FLEET_TEMPLATE, LAMBDA_TEMPLATE, ROOT, Resolver, cfn_lint, load
+from tests.deploy.templates import CDN_TEMPLATE, DEPLOY, FLEET_TEMPLATE, LAMBDA_TEMPLATE, ROOT, Resolver, cfn_lint, load
 
 NETWORK = {"BucketName": "images", "VpcId": "vpc-0123", "LoadBalancerSubnets": ["subnet-a", "subnet-b"],
            "InstanceSubnets": ["subnet-c", "subnet-d"]}
@@ -48,7 +48,7 @@ def graceful_timeout() -> int:
 
 # ---- cfn-lint -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [FLEET_TEMPLATE, LAMBDA_TEMPLATE], ids=["fleet", "lambda-sam"])
+@pytest.mark.parametrize("path", [FLEET_TEMPLATE, LAMBDA_TEMPLATE, CDN_TEMPLATE], ids=["fleet", "lambda-sam", "cloudfront"])
 def test_cfn_lint_is_clean_including_informational_checks(path):
     result = cfn_lint(path, extra=("--regions", "us-east-1", "eu-west-1", "ap-southeast-2"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -73,11 +73,18 @@ def test_cfn_lint_catches_a_broken_fleet_template(break_it, rule):
 
 # ---- in step with deploy/ ------------------------------------------------------------
 
-def test_routing_rules_are_those_of_routing_rules_xml_pointed_at_the_load_balancer(template):
-    website = resource(template, "ImageBucket")["WebsiteConfiguration"]
+@pytest.mark.parametrize("params, host, protocol", [
+    ({}, "<GetAtt LoadBalancer.DNSName>", None),
+    ({"ResizeHostName": "resize.example.com"}, "resize.example.com", None),
+    ({"ResizeHostName": "resize.example.com", "CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/x"},
+     "resize.example.com", "https"),
+], ids=["load-balancer", "cname", "cname-https"])
+def test_routing_rules_are_those_of_routing_rules_xml_pointed_at_the_load_balancer(template, params, host, protocol):
+    website = resource(template, "ImageBucket", **params)["WebsiteConfiguration"]
     rules = [{CFN_TO_BOTO[k]: v for k, v in rule.items()} for rule in website["RoutingRules"]]
-    expected = routing_rules((DEPLOY / "routing_rules.xml").read_text(), host_name="<GetAtt LoadBalancer.DNSName>")
+    expected = routing_rules((DEPLOY / "routing_rules.xml").read_text(), host_name=host, protocol=protocol)
     assert rules == expected
+    assert resolver(template, **params).resource_exists("HttpsListener") is (protocol == "https")
     assert {r["Condition"]["HttpErrorCodeReturnedEquals"] for r in rules} == {"403", "404"}
 
 
