@@ -283,3 +283,21 @@ def test_user_data_fills_the_nginx_template_consistently_with_the_units_and_the_
     assert ingress["SourceSecurityGroupId"] == "<Ref LoadBalancerSecurityGroup>"
     # The image-domain server of the template is unused behind the website endpoint: loopback only.
     assert exported["RESIZE_NGINX_IMAGE_LISTEN"].startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"Presets": "thumb=50x50,small=200x200,cover=1200x630:fill", "AllowedSizes": "200x200,x200",
+     "RedisEndpoint": "cache.example:6379", "Pregeneration": "true"},
+], ids=["defaults", "presets-redis-pregen"])
+def test_the_env_file_the_user_data_writes_is_a_valid_configuration(template, params):
+    from resize_server.config import Settings
+
+    script = user_data(template, **params)
+    lines = script.split("cat > /etc/resize-server/env <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0].splitlines()
+    env = dict(line.split("=", 1) for line in lines)
+    settings = Settings.from_env(env).validate()
+    assert settings.bucket == "images"
+    fields = {"RESIZE_" + name.upper() for name in Settings.__dataclass_fields__}
+    # Every RESIZE_ line is a setting, except the two read by `serve` (gunicorn) and the worker unit.
+    assert {k for k in env if k.startswith("RESIZE_")} - fields == {"RESIZE_BIND", "RESIZE_QUEUE_URL"}

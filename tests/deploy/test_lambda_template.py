@@ -135,3 +135,13 @@ def test_the_runtime_interface_client_is_pinned_within_its_range():
     assert [r.name for r in wanted] == ["awslambdaric"]
     for requirement in wanted:
         assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins.get(requirement.name))
+
+
+def test_the_function_environment_is_a_valid_configuration(template):
+    from resize_server.config import Settings
+
+    env = props(template, "ResizeFunction")["Environment"]["Variables"]
+    fields = {"RESIZE_" + name.upper() for name in Settings.__dataclass_fields__}
+    assert set(env) <= fields
+    settings = Settings.from_env(env).validate()
+    assert settings.bucket == "images"
