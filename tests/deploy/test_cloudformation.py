@@ -143,10 +143,14 @@ def test_queue_redrives_to_the_dead_letter_queue(template):
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == "arn:aws:s3:::images"
 
 
-def test_bucket_waits_for_the_queue_policy_even_though_it_is_conditional(template):
-    assert template["Resources"]["ImageBucket"]["DependsOn"] == "PregenQueuePolicyReady"
-    ready = resolver(template, Pregeneration="true").resolve(template["Resources"]["PregenQueuePolicyReady"])
-    assert ready["Metadata"]["QueuePolicy"] == "<Ref PregenQueuePolicy>"
+@pytest.mark.parametrize("pregen", ["true", "false"])
+def test_bucket_waits_for_the_queue_policy_even_though_it_is_conditional(template, pregen):
+    bucket = resolver(template, Pregeneration=pregen).resolve(template["Resources"]["ImageBucket"])
+    assert "DependsOn" not in bucket
+    if pregen == "true":
+        assert bucket["Metadata"] == {"QueuePolicyFirst": "<Ref PregenQueuePolicy>"}
+    else:
+        assert bucket["Metadata"] == {}
 
 
 # ---- least privilege ------------------------------------------------------------------
