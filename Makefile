@@ -63,7 +63,7 @@ node_modules/.installed: package-lock.json
 # Regenerate the Python lock after changing setup.cfg ranges.
 lock:
 	rm -rf /tmp/resize-lock-venv && $(PYTHON) -m venv /tmp/resize-lock-venv
-	/tmp/resize-lock-venv/bin/pip install -q '.[test]'
+	/tmp/resize-lock-venv/bin/pip install -q '.[test,lambda]'
 	/tmp/resize-lock-venv/bin/pip freeze --exclude resize-server | grep -v '^-e' > constraints.txt
 
 clean:
