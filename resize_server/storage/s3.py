@@ -44,6 +44,7 @@ from .base import ObjectInfo, SourceObject, StoredObject
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+DERIVED_TAG = "resize-derived=true"
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
@@ -125,6 +126,10 @@ class S3Storage:
                 CacheControl=obj.cache_control,
                 StorageClass=obj.storage_class,
                 Metadata=obj.metadata,
+                # Lifecycle rules can only select by prefix, tag or size: this tag is how the
+                # deploy/ templates expire derived objects, and their IAM policies allow
+                # PutObject only with it (one PUT: multipart parts would carry no tag).
+                Tagging=DERIVED_TAG,
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "PutObject", obj.key) from None
