@@ -39,7 +39,7 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from .base import SourceObject, StoredObject
+from .base import ObjectInfo, SourceObject, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class S3Storage:
                 body.close()
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "GetObject", key) from None
-        return SourceObject(data, response.get("ETag", ""), response.get("ContentType", ""))
+        return SourceObject(data, response.get("ETag", ""), response.get("ContentType", ""),
+                            response.get("Metadata") or {})
 
     def put(self, obj: StoredObject) -> None:
         try:
@@ -127,6 +128,20 @@ class S3Storage:
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "PutObject", obj.key) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            error = self._error(exc, "HeadObject", key)
+            if isinstance(error, SourceNotFound):
+                return None
+            raise error from None
+        return ObjectInfo(key, response.get("ETag", ""), response.get("ContentLength", 0),
+                          response.get("ContentType", ""), response.get("Metadata") or {})
+
+    def for_bucket(self, bucket: str) -> "S3Storage":
+        return self if bucket == self.bucket else type(self)(self.client, bucket)
 
     def configure_website(self, website_configuration: dict, policy: str | None) -> list[str]:
         """Apply the website configuration and (if the server implements it) the bucket policy."""
