@@ -152,9 +152,22 @@ class Settings:
             return str(int(value)) if value.is_integer() else repr(value)
         return "" if value is None else str(value)
 
-    def environment(self) -> list[tuple[str, str]]:
-        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name."""
-        return sorted((PREFIX + f.name.upper(), self.display(f.name)) for f in fields(self))
+    def environment(self, *, reveal_secrets: bool = False) -> list[tuple[str, str]]:
+        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name.
+
+        API keys and a password in RESIZE_REDIS_URL are hidden unless
+        ``reveal_secrets``: check-config output ends up in tickets and chat.
+        """
+        shown = []
+        for f in fields(self):
+            value = self.display(f.name)
+            if not reveal_secrets and value:
+                if f.name == "api_keys":
+                    value = f"<{len(self.api_key_list)} key(s) hidden>"
+                elif f.name == "redis_url":
+                    value = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+            shown.append((PREFIX + f.name.upper(), value))
+        return sorted(shown)
 
     # ---- construction ----------------------------------------------------
 

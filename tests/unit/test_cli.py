@@ -279,3 +279,13 @@ def test_setup_bucket_on_moto():
         rules = client.get_bucket_website(Bucket=BUCKET)["RoutingRules"]
     assert result.exit_code == 0, result.output
     assert rules[0]["Redirect"]["HostName"] == "resize.example.com"
+
+
+def test_check_config_hides_secrets():
+    result = run("check-config", RESIZE_BUCKET="images", RESIZE_API_KEYS="key-one,key-two",
+                 RESIZE_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0")
+    assert result.exit_code == 0, result.output
+    assert "key-one" not in result.stdout and "s3cret" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert "RESIZE_API_KEYS='<2 key(s) hidden>'" in lines
+    assert "RESIZE_REDIS_URL='redis://:***@127.0.0.1:6379/0'" in lines
