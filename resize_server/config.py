@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .limits import SourceLimits
-from .presets import Catalog, Operations, Size, format_presets, parse_presets, parse_sizes
+from .presets import Catalog, Operations, Size, format_presets, format_sizes, parse_presets, parse_sizes
 
 STORAGE_CLASSES = (
     "STANDARD",
