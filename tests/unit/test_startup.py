@@ -36,7 +36,7 @@ def test_is_bounded_by_the_ready_timeout_with_one_attempt():
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             startup_check(Settings(bucket=BUCKET, s3_endpoint_url=hole.url, ready_timeout=0.5))
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 0.5 + 2  # the margin: building the client, on a shared machine
         assert hole.accepted == 1
 
 
