@@ -154,9 +154,22 @@ class Settings:
             return str(int(value)) if value.is_integer() else repr(value)
         return "" if value is None else str(value)
 
-    def environment(self) -> list[tuple[str, str]]:
-        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name."""
-        return sorted((PREFIX + f.name.upper(), self.display(f.name)) for f in fields(self))
+    def environment(self, *, reveal_secrets: bool = False) -> list[tuple[str, str]]:
+        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name.
+
+        API keys and a password in RESIZE_REDIS_URL are hidden unless
+        ``reveal_secrets``: check-config output ends up in tickets and chat.
+        """
+        shown = []
+        for f in fields(self):
+            value = self.display(f.name)
+            if not reveal_secrets and value:
+                if f.name == "api_keys":
+                    value = f"<{len(self.api_key_list)} key(s) hidden>"
+                elif f.name == "redis_url":
+                    value = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+            shown.append((PREFIX + f.name.upper(), value))
+        return sorted(shown)
 
     # ---- construction ----------------------------------------------------
 
@@ -256,10 +269,10 @@ class Settings:
         problems = []
 
         def bad(name: str, message: str, shown: str | None = None) -> None:
-            value = getattr(self, name) if shown is None else shown
-            problems.append(f"{PREFIX}{name.upper()}={value!r}: {message}")
+            value = self.display(name) if shown is None else shown
+            problems.append(f"{PREFIX}{name.upper()}={shlex.quote(value)}: {message}")
 
-        presets_text = ",".join(f"{n}=..." for n in self.presets)
+        presets_text = self.display("presets")
         for name, ops in self.presets.items():
             if (ops.width or 0) > self.max_width or (ops.height or 0) > self.max_height:
                 bad("presets", f"preset {name} ({ops.size_label}) is larger than RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT "
