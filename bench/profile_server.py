@@ -57,12 +57,22 @@ CATEGORIES = [
     ("sniff + limits + plan (pure Python)", lambda s: re.search(r"sniff\.py|limits\.py|geometry\.py", s)),
     ("logging (JSON line, request log)", lambda s: re.search(r"logging/|logs\.py|requestlog\.py", s)),
     ("metrics (prometheus multiprocess)", lambda s: re.search(r"prometheus_client|metrics\.py", s)),
+    # Every thread's stack starts in threading.py: only the innermost Python frame counts here.
     ("locks and queues (gate, single-flight, store queue, futures)", lambda s: re.search(
-        r"threading\.py|queue\.py|concurrent/futures|flow\.py|coordination\.py|_thread\.lock|acquire", s)),
+        r"(threading\.py|queue\.py|concurrent/futures/\w+\.py|resize_server/flow\.py|resize_server/coordination\.py)",
+        _innermost_python(s))),
     ("HTTP framework (gunicorn, werkzeug, flask)", lambda s: re.search(r"gunicorn/|werkzeug/|flask/|http/views\.py|"
                                                                       r"http/__init__|http/errors", s)),
 ]
 OTHER = "other"
+_PY_FRAME = re.compile(r"\([^()]*\.py:\d+\)")
+
+
+def _innermost_python(stack: str) -> str:
+    for frame in reversed(stack.split(";")):
+        if _PY_FRAME.search(frame):
+            return frame
+    return ""
 
 
 def classify(stack: str) -> str:
@@ -77,7 +87,10 @@ def classify(stack: str) -> str:
 # /proc measures), so a sample is idle when its innermost frames are a blocking wait: one of these
 # CPython/C entry points with only libc below it, or one of these libc calls as the leaf.
 _WAIT_ENTRIES = {"PyThread_acquire_lock_timed", "select_epoll_poll_impl", "select_poll_poll_impl",
-                 "select_select_impl", "pysleep", "time_sleep", "internal_select", "sock_accept"}
+                 "select_select_impl", "pysleep", "time_sleep", "internal_select", "sock_accept",
+                 # also the GIL: a thread waiting in take_gil is not running
+                 "pthread_cond_wait", "pthread_cond_timedwait", "pthread_cond_clockwait", "sem_wait",
+                 "sem_timedwait", "sem_clockwait", "take_gil"}
 _WAIT_LEAVES = {"poll", "ppoll", "epoll_wait", "epoll_pwait", "select", "pselect", "clock_nanosleep", "nanosleep",
                 "accept", "accept4", "sem_wait", "sem_timedwait", "sem_clockwait", "pthread_cond_wait",
                 "pthread_cond_timedwait", "pthread_cond_clockwait", "__futex_abstimed_wait_common",
