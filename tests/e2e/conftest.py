@@ -99,3 +99,37 @@ def make_stack(s3rver, tmp_path_factory):
 def stack(make_stack):
     """The default server: 2 workers, the `images` website bucket redirecting to it."""
     return make_stack(RESIZE_WORKERS="2")
+
+
+# ---- process trees (used to prove that nothing is left running) ----
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant, from /proc (children in their own sessions included)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(x) for x in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(predicate, timeout: float, message: str = "condition not reached in time") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
