@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, Response, request
@@ -12,8 +13,14 @@ from ..errors import ResizeError
 log = logging.getLogger("resize_server.http")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = Response(message + "\n", status=status, mimetype="text/plain")
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
+                   parameter: str | None = None) -> Response:
+    if request and request.blueprint == "transform":
+        # The API answers in JSON; everything else stays short plain text.
+        body = json.dumps({"error": message, "parameter": parameter}) + "\n"
+        response = Response(body, status=status, mimetype="application/json")
+    else:
+        response = Response(message + "\n", status=status, mimetype="text/plain")
     response.headers["Cache-Control"] = "no-store"
     response.headers.update(headers or {})
     return response
@@ -27,11 +34,14 @@ def register(app: Flask) -> None:
         log.log(exc.log_level, exc.public, extra={"fields": {
             "path": request.full_path.rstrip("?"), "status": exc.status,
             "error": type(exc).__name__, "detail": exc.detail}})
-        return error_response(exc.status, exc.public, exc.headers)
+        return error_response(exc.status, exc.public, exc.headers, parameter=exc.parameter)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return error_response(exc.code or 500, (exc.name or "error").lower(), dict(exc.get_headers()) if exc.code == 405 else None)
+        # Werkzeug's own responses are HTML pages: keep only the headers that carry meaning
+        # (Allow on a 405), never its Content-Type.
+        headers = {name: value for name, value in exc.get_headers() if name.lower() == "allow"}
+        return error_response(exc.code or 500, (exc.name or "error").lower(), headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

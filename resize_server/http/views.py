@@ -7,7 +7,8 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from ..options import decode_path, decode_src
+from ..errors import PreconditionFailed
+from ..options import path_readings, src_readings
 
 bp = Blueprint("resize", __name__)
 log = logging.getLogger("resize_server.http")
@@ -20,14 +21,14 @@ def _service():
 @bp.get("/resize.php")
 def resize_php() -> Response:
     """What the S3 website RoutingRule redirects to: ``/resize.php?src=<key>``."""
-    return _serve(decode_src(request.query_string))
+    return _serve(src_readings(request.query_string))
 
 
 @bp.get("/<path:key>")
 def resize_path(key: str) -> Response:
     """The same, for fronts that proxy the original path (nginx, CloudFront)."""
     raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
-    return _serve(decode_path(raw_uri) if raw_uri else key)
+    return _serve(path_readings(raw_uri) if raw_uri else [key])
 
 
 @bp.get("/healthz")
@@ -37,8 +38,15 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
+    """One HeadBucket with the probe client: answers within RESIZE_READY_TIMEOUT (one attempt, no retries).
+
+    Not for a load balancer's health check: an S3 blip would take every
+    instance out at once (the README says why); /healthz is for that.
+    """
     _service().storage.check()
-    return Response("ready\n", mimetype="text/plain")
+    response = Response("ready\n", mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/metrics")
@@ -46,18 +54,25 @@ def metrics() -> Response:
     return Response(_service().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
-def _serve(key: str) -> Response:
+def _serve(readings: list[str]) -> Response:
+    """``readings``: the ways the request may name its key, most likely first (see options.src_readings)."""
     started = time.perf_counter()
     service = _service()
-    result = service.resize_key(key)
+    result = service.resize_key(readings)
+    key = result.key or readings[0]
     response = Response(result.data, mimetype=result.content_type)
-    response.headers["Cache-Control"] = service.settings.cache_control
+    # A partial image (truncated original) is cached briefly: the upload may be fixed.
+    response.headers["Cache-Control"] = (service.settings.partial_cache_control if result.partial
+                                         else service.settings.cache_control)
     response.set_etag(result.etag.strip('"'))
     response.headers["X-Resize-Source"] = result.source
     if result.timings:
         response.headers["Server-Timing"] = ", ".join(
             f"{name.removesuffix('_ms')};dur={value}" for name, value in result.timings.items())
     response.make_conditional(request)
+    if response.status_code == 412:
+        # Werkzeug keeps the image body and its cache headers on a 412; HTTP wants an error.
+        raise PreconditionFailed(detail=f"{key}: If-Match/If-Unmodified-Since did not match {result.etag}")
     log.info("served", extra={"fields": {
         "key": key, "status": response.status_code, "source": result.source, "bytes": len(result.data),
         "ms": round((time.perf_counter() - started) * 1000, 1)}})

@@ -11,6 +11,18 @@ class SourceObject:
     data: bytes
     etag: str
     content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD tells about an object."""
+
+    key: str
+    etag: str
+    size: int
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -34,3 +46,9 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raise an ``UpstreamError`` unless the bucket is reachable."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's ETag, size and metadata, or None if it does not exist."""
+
+    def for_bucket(self, bucket: str) -> "Storage":
+        """The same storage (same client) on another bucket."""
