@@ -91,8 +91,9 @@ class Settings:
     ready_timeout: float = 3.0
     # gunicorn's (read by gunicorn_conf.py through Settings, validated with the rest).
     bind: str = "127.0.0.1:8080"
-    workers: int | None = None  # default: RESIZE_RENDER_CONCURRENCY
-    threads: int | None = None  # default: render slots + waiting room + 4
+    workers: int | None = None  # default: 1 (one process owns every render slot; see gunicorn_conf.py)
+    threads: int | None = None  # default: render slots + waiting room + 8
+    graceful_timeout: int = 30  # SIGTERM -> exit, in-flight requests and the store drain included
 
     # ---- derived views -------------------------------------------------
 
@@ -126,12 +127,13 @@ class Settings:
 
     @property
     def gunicorn_workers(self) -> int:
-        return self.workers if self.workers is not None else self.render_concurrency
+        # One process: one render gate, so the capacity holds however the kernel spreads connections.
+        return self.workers if self.workers is not None else 1
 
     @property
     def gunicorn_threads(self) -> int:
-        # Enough threads for the render slots, the waiting room and health checks.
-        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 4
+        # Enough threads for the render slots, the waiting room and the requests that never render.
+        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 8
 
     # ---- display, in the user's own terms ---------------------------------
 
@@ -223,6 +225,8 @@ class Settings:
         for name in ("workers", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        if self.graceful_timeout < 2:
+            bad("graceful_timeout", "must be at least 2 seconds (half of it is kept for storing queued images)")
         if self.queue_size < 0:
             bad("queue_size", "must be 0 or more")
         for name in ("s3_connect_timeout", "s3_read_timeout", "queue_timeout", "redis_wait", "ready_timeout"):

@@ -20,13 +20,15 @@ from resize_server.website import deploy_dir
 
 _settings = Settings.from_env()
 
-bind = os.environ.get("RESIZE_BIND", "127.0.0.1:8080")
-workers = int(os.environ.get("RESIZE_WORKERS", "1"))
+# RESIZE_BIND, RESIZE_WORKERS, RESIZE_THREADS, RESIZE_GRACEFUL_TIMEOUT: validated with the
+# rest of the settings (a bad value stops here with the same message as check-config).
+bind = _settings.bind
+# Default 1 process (see above).  Threads: the render slots, the waiting room, and
+# the requests that never render (health checks, stored reads, errors); the
+# gate, not gunicorn's backlog, decides who waits and who gets a 503.
+workers = _settings.gunicorn_workers
 worker_class = "gthread"
-# Enough threads for the render slots, the waiting room, and the requests that
-# never render (health checks, stored reads, errors); the gate, not gunicorn's
-# backlog, decides who waits and who gets a 503.
-threads = int(os.environ.get("RESIZE_THREADS", str(_settings.render_concurrency + _settings.queue_size + 8)))
+threads = _settings.gunicorn_threads
 timeout = 60
 # A backstop against slow memory growth in native code: recycle a worker after
 # this many requests (jittered so workers do not restart together; graceful, so
@@ -39,7 +41,7 @@ max_requests_jitter = 2000
 # graceful_timeout.  (gunicorn gives the worker's wait and the master's kill
 # the same timeout: a client that lingers on a connection, measured 61.7 s,
 # would otherwise use all of it and the worker died before storing.)
-graceful_timeout = int(os.environ.get("RESIZE_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = _settings.graceful_timeout
 STORE_DRAIN_S = max(1, min(20, graceful_timeout // 2))
 # Longer than an ELB's default 60 s idle timeout, so the balancer closes idle
 # connections first and never sends a request on a socket we are closing.

@@ -74,8 +74,8 @@ def test_check_config_prints_every_value_as_the_user_writes_it():
     assert "RESIZE_S3_CONNECT_TIMEOUT=2" in lines and "RESIZE_READY_TIMEOUT=3" in lines
     assert "RESIZE_BIND=127.0.0.1:8080" in lines
     settings = Settings(bucket="images")
-    assert f"RESIZE_WORKERS={settings.render_concurrency}" in lines
-    assert f"RESIZE_THREADS={settings.render_concurrency + settings.queue_size + 4}" in lines
+    assert "RESIZE_WORKERS=1" in lines and "RESIZE_GRACEFUL_TIMEOUT=30" in lines
+    assert f"RESIZE_THREADS={settings.render_concurrency + settings.queue_size + 8}" in lines
     for leak in ("None", "frozenset", "True", "False", "2.0"):
         assert leak not in result.stdout
     # What it prints, fed back as the environment, is the same configuration.
