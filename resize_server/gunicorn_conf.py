@@ -12,7 +12,9 @@ processes each has its own gate, and the kernel's uneven spread (44/7 measured)
 refused requests well below the sum of their capacities.
 """
 
+import logging
 import os
+import sys
 import time
 
 from resize_server.config import Settings
@@ -73,7 +75,7 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Graceful stop (SIGTERM, SIGHUP, scale-in), in the worker: store every rendered image before exiting."""
+    """Graceful stop (SIGTERM, SIGHUP, scale-in, max_requests), in the worker: store every rendered image, exit."""
     app = getattr(worker, "wsgi", None)
     service = getattr(app, "extensions", {}).get("resize") if app is not None else None
     if service is not None:
@@ -83,3 +85,13 @@ def worker_exit(server, worker):
         server.log.info("store queue %s: %d pending at stop, %.1f s",
                         "drained" if drained else "NOT drained before timeout", pending,
                         time.monotonic() - started)
+    # Nothing is left to do; but a thread still blocked reading a lingering client
+    # would keep the interpreter from exiting (it joins the thread pool) until the
+    # master's SIGKILL at graceful_timeout.  Flush the logs and leave now.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
