@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .limits import SourceLimits
-from .presets import Catalog, Operations, Size, format_presets, format_sizes, parse_presets, parse_sizes
+from .presets import Catalog, Operations, Size, format_presets, parse_presets, parse_sizes
 
 STORAGE_CLASSES = (
     "STANDARD",
@@ -94,6 +94,8 @@ class Settings:
     workers: int | None = None  # default: 1 (one process owns every render slot; see gunicorn_conf.py)
     threads: int | None = None  # default: render slots + waiting room + 8
     graceful_timeout: int = 30  # SIGTERM -> exit, in-flight requests and the store drain included
+    # host[:port] clients are redirected to (the load balancer): `resize-server doctor` checks the RoutingRules.
+    public_host: str = ""
 
     # ---- derived views -------------------------------------------------
 
@@ -154,9 +156,22 @@ class Settings:
             return str(int(value)) if value.is_integer() else repr(value)
         return "" if value is None else str(value)
 
-    def environment(self) -> list[tuple[str, str]]:
-        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name."""
-        return sorted((PREFIX + f.name.upper(), self.display(f.name)) for f in fields(self))
+    def environment(self, *, reveal_secrets: bool = False) -> list[tuple[str, str]]:
+        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name.
+
+        API keys and a password in RESIZE_REDIS_URL are hidden unless
+        ``reveal_secrets``: check-config output ends up in tickets and chat.
+        """
+        shown = []
+        for f in fields(self):
+            value = self.display(f.name)
+            if not reveal_secrets and value:
+                if f.name == "api_keys":
+                    value = f"<{len(self.api_key_list)} key(s) hidden>"
+                elif f.name == "redis_url":
+                    value = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+            shown.append((PREFIX + f.name.upper(), value))
+        return sorted(shown)
 
     # ---- construction ----------------------------------------------------
 
@@ -244,6 +259,8 @@ class Settings:
         bind_problem = _bind_problem(self.bind)
         if bind_problem:
             bad("bind", bind_problem)
+        if self.public_host and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", self.public_host):
+            bad("public_host", "must be host or host:port, without scheme or path")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
         problems += self._rendering_problems()
@@ -256,10 +273,10 @@ class Settings:
         problems = []
 
         def bad(name: str, message: str, shown: str | None = None) -> None:
-            value = getattr(self, name) if shown is None else shown
-            problems.append(f"{PREFIX}{name.upper()}={value!r}: {message}")
+            value = self.display(name) if shown is None else shown
+            problems.append(f"{PREFIX}{name.upper()}={shlex.quote(value)}: {message}")
 
-        presets_text = ",".join(f"{n}=..." for n in self.presets)
+        presets_text = self.display("presets")
         for name, ops in self.presets.items():
             if (ops.width or 0) > self.max_width or (ops.height or 0) > self.max_height:
                 bad("presets", f"preset {name} ({ops.size_label}) is larger than RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT "
