@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -34,3 +35,18 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raise an ``UpstreamError`` unless the bucket is reachable."""
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object as a bucket listing gives it (no metadata: that needs a HEAD)."""
+
+    key: str
+    size: int
+    etag: str = ""
+    last_modified: "datetime | None" = None  # timezone-aware; None where the backend has none
+
+
+# Storage implementations that list and delete (backfill, warm-up, pruning) also have:
+#   list(prefix: str = "") -> Iterator[ListedObject]   every key under prefix, in key order
+#   delete(key: str) -> None                            no error when the key is already gone

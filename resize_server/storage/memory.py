@@ -41,3 +41,15 @@ class MemoryStorage:
 
     def check(self) -> None:
         return None
+
+    def list(self, prefix: str = ""):
+        from .base import ListedObject
+
+        with self._lock:
+            items = sorted((k, o) for k, o in self._objects.items() if k.startswith(prefix))
+        for key, obj in items:
+            yield ListedObject(key, len(obj.data), '"%s"' % hashlib.md5(obj.data).hexdigest())
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(key, None)

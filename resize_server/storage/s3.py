@@ -8,6 +8,7 @@ explicit timeouts and retries.  Every botocore error is translated here.
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import boto3
 from botocore.config import Config
@@ -20,7 +21,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import SourceNotFound, SourceTooLarge, UpstreamAccessDenied, UpstreamError, UpstreamTimeout
-from .base import SourceObject, StoredObject
+from .base import ListedObject, SourceObject, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,22 @@ class S3Storage:
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "PutObject", obj.key, self.bucket) from None
+
+    def list(self, prefix: str = "") -> Iterator[ListedObject]:
+        """Every object under ``prefix`` (ListObjectsV2, 1000 a page), in key order."""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ListedObject(item["Key"], item.get("Size", 0), item.get("ETag", ""),
+                                       item.get("LastModified"))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "ListObjectsV2", prefix, self.bucket) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "DeleteObject", key, self.bucket) from None
 
     def configure_website(self, website_configuration: dict, policy: str | None) -> list[str]:
         """Apply the website configuration and (if the server implements it) the bucket policy."""
@@ -159,3 +176,4 @@ def _translate(exc: Exception, operation: str, key: str, bucket: str):
             return UpstreamAccessDenied(detail=f"{operation} {key}: {code}: {hint}")
         return UpstreamError(detail=f"{operation} {key}: {code or status}: {exc}")
     return UpstreamError(detail=f"{operation} {key}: {type(exc).__name__}: {exc}")
+
