@@ -109,3 +109,11 @@ class UpstreamAccessDenied(UpstreamError):
 class UpstreamTimeout(ResizeError):
     status = 504
     public = "storage backend timed out"
+
+
+class ResponseTooLarge(ResizeError):
+    """A response API Gateway cannot carry (its 6 MB payload limit, after base64)."""
+
+    status = 413
+    public = "response too large for API Gateway (6 MB limit); ask for a smaller size"
+    log_level = logging.WARNING
