@@ -152,10 +152,12 @@ def backfill(url: str, presets: str | None, dry_run: bool, workers: int) -> None
 
         summary = run_backfill(service, bucket, prefix, presets=_preset_list(presets), dry_run=dry_run,
                                workers=workers, on_done=on_done)
-    for key in summary.would_process:
-        click.echo(f"would pre-generate\ts3://{bucket}/{key}")
+    for line in summary.would_process:
+        key, _, missing = line.partition("\t")
+        click.echo(f"would render {missing}\ts3://{bucket}/{key}")
     if dry_run:
-        click.echo(f"{len(summary.would_process)} originals (ignored {summary.ignored} derived or non-image keys)")
+        click.echo(f"{len(summary.would_process)} of {summary.originals} originals lack outputs; "
+                   f"{summary.skipped} outputs already there; {summary.ignored} derived or non-image keys ignored")
         return
     for line in summary.lines():
         click.echo(line)

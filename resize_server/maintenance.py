@@ -104,8 +104,14 @@ def backfill(service, bucket: str, prefix: str = "", *, presets: list[str] | Non
     summary = BackfillSummary()
     listing = originals_under(service, storage, prefix, summary)
     if dry_run:
+        names = list(presets or service.settings.event_preset_names)
         for obj in listing:
-            summary.would_process.append(obj.key)
+            missing = [name for name in names if not _holds(service, *service.destination(obj.key, name, bucket),
+                                                            obj.etag)]
+            summary.originals += 1
+            summary.skipped += len(names) - len(missing)
+            if missing:
+                summary.would_process.append(f"{obj.key}\t{','.join(missing)}")
         return summary
 
     def handle(future: Future, progress: bool = True) -> None:
@@ -140,7 +146,9 @@ def backfill(service, bucket: str, prefix: str = "", *, presets: list[str] | Non
                 for future in done:
                     pending.discard(future)  # before handle(): a Ctrl-C in it must not lose the others
                     handle(future)
-            future = pool.submit(service.pregenerate, obj.key, bucket=bucket, presets=presets)
+            # The listing's ETag lets pregenerate skip the GET when every output is there (a cheap resume).
+            future = pool.submit(service.pregenerate, obj.key, bucket=bucket, presets=presets,
+                                 source_etag=obj.etag or None)
             future.key = obj.key  # type: ignore[attr-defined]
             pending.add(future)
         while pending:
@@ -159,6 +167,11 @@ def backfill(service, bucket: str, prefix: str = "", *, presets: list[str] | Non
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return summary
+
+
+def _holds(service, dest_bucket: str, dest_key: str, source_etag: str) -> bool:
+    info = service.storage.for_bucket(dest_bucket).head(dest_key)
+    return info is not None and info.metadata.get("source-etag") == source_etag.strip('"')
 
 
 # ---- access logs ------------------------------------------------------------------

@@ -43,13 +43,7 @@ class EventOutcome:
 
 def looks_derived(service, key: str) -> bool:
     """Cheap check, before any S3 call, that a key is our own output (so it cannot loop)."""
-    from .. import options
-
-    is_derived_key = getattr(options, "is_derived_key", None)
-    catalog = getattr(service, "catalog", None)
-    if is_derived_key is not None and catalog is not None:
-        return is_derived_key(key, catalog)
-    return service._is_derived(key)  # before presets: WxH keys only
+    return service.is_derived(key)
 
 
 def process_body(service, body: str, *, presets=None) -> EventOutcome:
@@ -83,7 +77,9 @@ def process_created(service, created: ObjectCreated, outcome: EventOutcome, *, p
         log.info("event for a derived key skipped (our own output)", extra={"fields": fields})
         return
     try:
-        result = service.pregenerate(created.key, bucket=created.bucket, presets=presets)
+        # The event's ETag lets pregenerate skip even the GET when every output is already there.
+        result = service.pregenerate(created.key, bucket=created.bucket, presets=presets,
+                                     source_etag=created.etag or None)
     except ResizeError as exc:
         if is_transient(exc):
             outcome.transient.append((created.key, type(exc).__name__))

@@ -39,9 +39,6 @@ class MemoryStorage:
             self.puts += 1
             self._objects[obj.key] = obj
 
-    def check(self) -> None:
-        return None
-
     def list(self, prefix: str = ""):
         from .base import ListedObject
 
@@ -53,3 +50,6 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         with self._lock:
             self._objects.pop(key, None)
+
+    def check(self) -> None:
+        return None

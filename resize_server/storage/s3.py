@@ -90,22 +90,6 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "PutObject", obj.key, self.bucket) from None
 
-    def list(self, prefix: str = "") -> Iterator[ListedObject]:
-        """Every object under ``prefix`` (ListObjectsV2, 1000 a page), in key order."""
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield ListedObject(item["Key"], item.get("Size", 0), item.get("ETag", ""),
-                                       item.get("LastModified"))
-        except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "ListObjectsV2", prefix, self.bucket) from None
-
-    def delete(self, key: str) -> None:
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "DeleteObject", key, self.bucket) from None
-
     def configure_website(self, website_configuration: dict, policy: str | None) -> list[str]:
         """Apply the website configuration and (if the server implements it) the bucket policy."""
         notes = []
@@ -136,6 +120,22 @@ class S3Storage:
             if isinstance(error, SourceNotFound):
                 error = UpstreamError("bucket not found", detail=f"bucket {self.bucket} does not exist")
             raise error from None
+
+    def list(self, prefix: str = "") -> Iterator[ListedObject]:
+        """Every object under ``prefix`` (ListObjectsV2, 1000 a page), in key order."""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ListedObject(item["Key"], item.get("Size", 0), item.get("ETag", ""),
+                                       item.get("LastModified"))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "ListObjectsV2", prefix, self.bucket) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "DeleteObject", key, self.bucket) from None
 
 
 def _read_capped(body, max_bytes: int, key: str) -> bytes:
