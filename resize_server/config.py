@@ -9,10 +9,12 @@ all in one go.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from .limits import Size, SizePolicy, SourceLimits, format_sizes, parse_sizes
+from .limits import SourceLimits
+from .presets import Catalog, Operations, Size, format_sizes, parse_presets, parse_sizes
 
 STORAGE_CLASSES = (
     "STANDARD",
@@ -49,6 +51,21 @@ class Settings:
     max_width: int = 2048
     max_height: int = 2048
     upscale: bool = False
+    # Named renderings, shared by every way in (see presets.py): thumb=50x50,cover=1200x630:fill
+    presets: dict[str, Operations] = field(default_factory=dict)
+    presets_only: bool = False
+    style_separator: str = "!"
+    source_extensions: str = "jpg,jpeg,png,webp"
+    # Pre-generation (event worker, Lambda, backfill): which presets, and where they go.
+    event_presets: str = ""
+    dest_bucket: str = ""
+    dest_key: str = "{stem}_{preset}.{ext}"
+    # A truncated original still gets its partial thumbnail, but briefly cached and never stored.
+    partial_cache_control: str = "public, max-age=60"
+    # POST /transform
+    max_upload_bytes: int = 20 * 1024 * 1024
+    api_keys: str = ""
+    transform_public: bool = False
     jpeg_quality: int = 85
     storage_class: str = "REDUCED_REDUNDANCY"
     cache_control: str = "public, max-age=31536000, immutable"
@@ -78,8 +95,23 @@ class Settings:
     # ---- derived views -------------------------------------------------
 
     @property
-    def size_policy(self) -> SizePolicy:
-        return SizePolicy(self.allowed_sizes, self.max_width, self.max_height)
+    def catalog(self) -> Catalog:
+        """What may be rendered: the named presets and the allowed sizes, as one policy."""
+        return Catalog(self.presets, self.allowed_sizes, self.max_width, self.max_height, self.presets_only)
+
+    @property
+    def source_extension_list(self) -> tuple[str, ...]:
+        return tuple(e.strip().lstrip(".") for e in self.source_extensions.split(",") if e.strip())
+
+    @property
+    def event_preset_names(self) -> tuple[str, ...]:
+        """The presets rendered on upload: RESIZE_EVENT_PRESETS, or every preset."""
+        names = tuple(n.strip() for n in self.event_presets.split(",") if n.strip())
+        return names or tuple(self.presets)
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -173,6 +205,52 @@ class Settings:
                 bad(name, "must start with http:// or https://")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+        problems += self._rendering_problems()
+        return problems
+
+    def _rendering_problems(self) -> list[str]:
+        """Presets, pre-generation and transform settings."""
+        from .options import FORMAT_BY_EXTENSION
+
+        problems = []
+
+        def bad(name: str, message: str, shown: str | None = None) -> None:
+            value = getattr(self, name) if shown is None else shown
+            problems.append(f"{PREFIX}{name.upper()}={value!r}: {message}")
+
+        presets_text = ",".join(f"{n}=..." for n in self.presets)
+        for name, ops in self.presets.items():
+            if (ops.width or 0) > self.max_width or (ops.height or 0) > self.max_height:
+                bad("presets", f"preset {name} ({ops.size_label}) is larger than RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT "
+                    f"({self.max_width}x{self.max_height})", presets_text)
+        if self.presets_only and not self.presets:
+            bad("presets_only", "needs RESIZE_PRESETS (nothing could be served)")
+        if self.style_separator and (len(self.style_separator) != 1 or self.style_separator.isalnum()
+                                     or self.style_separator in "/_.-%"):
+            bad("style_separator", "must be one character that is not a letter, digit, '/', '_', '.', '-' or '%' "
+                "(or empty to turn style suffixes off)")
+        unknown_ext = [e for e in self.source_extension_list if e.lower() not in FORMAT_BY_EXTENSION]
+        if unknown_ext or not self.source_extension_list:
+            bad("source_extensions", "must list image extensions such as jpg,jpeg,png,webp")
+        missing = [n for n in self.event_preset_names if n not in self.presets]
+        if missing:
+            bad("event_presets", f"names presets that RESIZE_PRESETS does not define: {', '.join(missing)}")
+        fields_ok = {"{key}", "{stem}", "{preset}", "{ext}", "{bucket}"}
+        used = set(re.findall(r"\{[^{}]*\}", self.dest_key))
+        if used - fields_ok or re.sub(r"\{[^{}]*\}", "", self.dest_key).count("{") \
+                or re.sub(r"\{[^{}]*\}", "", self.dest_key).count("}"):
+            bad("dest_key", "may only use {key}, {stem}, {preset}, {ext} and {bucket}")
+        elif "{key}" not in used and "{stem}" not in used:
+            bad("dest_key", "must contain {stem} or {key}, or every original would write the same key")
+        elif "{preset}" not in used and len(self.event_preset_names) > 1:
+            bad("dest_key", "must contain {preset} when more than one preset is rendered on upload "
+                "(every preset would write the same key)")
+        elif "{preset}" not in used and not self.dest_bucket:
+            bad("dest_key", "without {preset}, the outputs would overwrite the originals: set RESIZE_DEST_BUCKET")
+        if self.dest_bucket and "{" in self.dest_bucket.replace("{bucket}", ""):
+            bad("dest_bucket", "may only use {bucket}")
+        if self.max_upload_bytes < 1:
+            bad("max_upload_bytes", "must be at least 1")
         return problems
 
 
@@ -199,4 +277,6 @@ def _convert(name: str, raw: Any, type_name: str) -> Any:
             raise ValueError("must be a number") from None
     if name == "allowed_sizes":
         return parse_sizes(raw)
+    if name == "presets":
+        return parse_presets(raw)
     return raw

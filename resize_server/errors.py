@@ -17,10 +17,16 @@ class ResizeError(Exception):
     public = "internal error"
     log_level = logging.ERROR
     headers: dict[str, str] = {}
+    # True when trying again later may succeed (S3 5xx, timeouts, throttling, overload):
+    # the event worker leaves such a message for redelivery instead of deleting it.
+    transient = False
+    parameter: str | None = None  # the request parameter at fault, when there is one
 
-    def __init__(self, public: str | None = None, *, detail: str | None = None):
+    def __init__(self, public: str | None = None, *, detail: str | None = None, parameter: str | None = None):
         if public is not None:
             self.public = public
+        if parameter is not None:
+            self.parameter = parameter
         self.detail = detail or self.public
         super().__init__(self.detail)
 
@@ -37,6 +43,10 @@ class InvalidKey(BadRequest):
 
 class InvalidSize(BadRequest):
     """The size in a derived name is zero, negative or not a number."""
+
+
+class InvalidOperation(BadRequest):
+    """An operation parameter is unknown, malformed or out of its bounds; ``parameter`` names it."""
 
 
 class SizeNotAllowed(ResizeError):
@@ -89,6 +99,7 @@ class Overloaded(ResizeError):
     status = 503
     public = "server busy, retry later"
     log_level = logging.WARNING
+    transient = True
 
     def __init__(self, public: str | None = None, *, retry_after: int = 1, detail: str | None = None):
         super().__init__(public, detail=detail)
@@ -100,6 +111,7 @@ class UpstreamError(ResizeError):
 
     status = 502
     public = "storage backend error"
+    transient = True
 
 
 class UpstreamAccessDenied(UpstreamError):
@@ -109,6 +121,26 @@ class UpstreamAccessDenied(UpstreamError):
 class UpstreamTimeout(ResizeError):
     status = 504
     public = "storage backend timed out"
+    transient = True
+
+
+class UploadTooLarge(ResizeError):
+    status = 413
+    public = "request body too large"
+    log_level = logging.INFO
+
+
+class Unauthorized(ResizeError):
+    status = 401
+    public = "missing API key"
+    log_level = logging.INFO
+    headers = {"WWW-Authenticate": 'Bearer realm="resize-server"'}
+
+
+class Forbidden(ResizeError):
+    status = 403
+    public = "invalid API key"
+    log_level = logging.INFO
 
 
 class ResponseTooLarge(ResizeError):

@@ -1,6 +1,6 @@
-"""The one use case: derived key -> fetch the source -> check -> render -> store.
+"""The use cases: render a derived key on demand, render the presets of an upload, transform bytes.
 
-HTTP, the worker and the CLI are thin adapters over ``ResizeService``.
+HTTP, the event worker, Lambda and the CLI are thin adapters over ``ResizeService``.
 """
 
 from __future__ import annotations
@@ -8,20 +8,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 from urllib.parse import quote
-from dataclasses import dataclass, replace
 
 from .config import Settings
 from .coordination import CoordinatorUnavailable
-from .errors import NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound
+from .errors import (CorruptImage, NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound,
+                     UnsupportedFormat)
 from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
-from .imaging.base import Engine
+from .imaging.base import Engine, Job
 from .imaging.geometry import plan as make_plan
 from .metrics import Metrics
-from .options import CONTENT_TYPES, RenderRequest, parse_key
-from .storage.base import Storage, StoredObject
+from .options import FORMAT_BY_EXTENSION, RenderRequest, is_derived_key, parse_key
+from .presets import CONTENT_TYPES, EXTENSION_FOR_FORMAT, Operations
+from .sniff import ImageHeader, is_complete
+from .storage.base import SourceObject, Storage, StoredObject
 
 log = logging.getLogger(__name__)
+DERIVED_FROM = "derived-from"  # metadata that marks an object as derived (and names its source)
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,19 @@ class Result:
     etag: str  # quoted MD5 of the bytes, the same ETag S3 gives the stored object
     width: int | None = None
     height: int | None = None
-    source: str = "render"  # "render", "shared" (single-flight) or "stored" (another instance)
+    source: str = "render"  # "render", "shared" (single-flight) or "stored" (read back from the bucket)
     timings: dict | None = None
     source_etag: str = ""
+    key: str = ""  # the key the result is (or would be) stored under
+    source_key: str = ""  # the original it was rendered from
+    partial: bool = False  # rendered from a truncated original: served briefly, never stored
+
+
+@dataclass
+class PregenResult:
+    key: str
+    outputs: list[tuple[str, str, str]] = field(default_factory=list)  # (bucket, key, "rendered"|"skipped-same-etag")
+    skipped: str | None = None  # why the whole key was skipped, if it was
 
 
 @dataclass
@@ -46,14 +62,16 @@ class _StoreItem:
 
 class ResizeService:
     def __init__(self, settings: Settings, storage: Storage, engine: Engine, *,
-                 coordinator=None, metrics: Metrics | None = None) -> None:
+                 coordinator=None, metrics: Metrics | None = None, formats: frozenset[str] | None = None) -> None:
         self.settings = settings
         self.storage = storage
         self.engine = engine
         self.coordinator = coordinator
         self.metrics = metrics or Metrics()
-        self.policy = settings.size_policy
+        self.catalog = settings.catalog
         self.limits = settings.source_limits
+        # Output formats the engine can write (AVIF only where ImageMagick has an encoder).
+        self.formats = formats if formats is not None else frozenset(("jpeg", "png", "gif", "webp"))
         self.gate = RenderGate(settings.render_concurrency, settings.queue_size, settings.queue_timeout)
         # Followers wait as long as a leader can take: the gate, a possible wait for
         # another instance, the S3 read with its retries, and the render.
@@ -62,64 +80,235 @@ class ResizeService:
         self.store_queue = StoreQueue(self._store_item, settings.store_queue_size,
                                       max_bytes=settings.store_queue_mb << 20, size_of=lambda item: len(item.obj.data))
         self.recent = RecentStores()
+        # Reads the derived key while the source is fetched (a key already stored is
+        # served from the store at no extra latency); bounded by the render slots + waiting room.
+        self._readers = ThreadPoolExecutor(max_workers=settings.render_concurrency + settings.queue_size + 2,
+                                           thread_name_prefix="derived-read")
         self.metrics.gauge("render_active", lambda: self.gate.active)
         self.metrics.gauge("render_waiting", lambda: self.gate.waiting)
         self.metrics.gauge("store_queue_pending", self.store_queue.pending)
 
-    # ---- entry points ------------------------------------------------------
+    # ---- parsing and policing (no I/O) ---------------------------------------------
 
     def request_for(self, key: str) -> RenderRequest:
         """Parse and police a key without any I/O."""
-        request = parse_key(key)
-        self.policy.check(request)
+        request = parse_key(key, self.catalog, style_separator=self.settings.style_separator,
+                            source_extensions=self.settings.source_extension_list)
+        if request.preset is None:
+            self.catalog.check_size(request.ops)
+        if request.format not in self.formats:
+            raise NotADerivedKey(f"{request.format} output is not supported by this server")
         prefixes = self.settings.prefixes
-        if prefixes and not request.source_key.startswith(prefixes):
-            raise OutsideSourcePrefixes(detail=f"{request.source_key} is outside RESIZE_SOURCE_PREFIXES")
-        if self._is_derived(request.source_key):
+        if prefixes:
+            allowed = tuple(k for k in request.sources if k.startswith(prefixes))
+            if not allowed:
+                raise OutsideSourcePrefixes(detail=f"{request.source_key} is outside RESIZE_SOURCE_PREFIXES")
+            request = replace(request, source_candidates=allowed)
+        if self.is_derived(request.source_key):
             # a_50x50_50x50.jpg would thumbnail a thumbnail, and so on without end.
             raise NotADerivedKey("source is itself a derived image")
         return request
 
-    def _is_derived(self, source_key: str) -> bool:
-        try:
-            source = parse_key(source_key)
-        except ResizeError:
-            return False
-        return self.policy.allows(source.width, source.height)
+    def is_derived(self, key: str) -> bool:
+        """Whether ``key`` names something this server renders (never an original)."""
+        return is_derived_key(key, self.catalog, style_separator=self.settings.style_separator)
 
-    def resize_key(self, key: str) -> Result:
-        """Serve a derived key: render it (once per key across concurrent callers) and store it."""
-        request = self.request_for(key)
-        result, shared = self.flight.do(request.key, lambda: self._lead(request))
+    # ---- on demand -----------------------------------------------------------------
+
+    def resize_key(self, key: str | Sequence[str]) -> Result:
+        """Serve a derived key: render it (once per key across concurrent callers) and store it.
+
+        ``key`` may be several readings of one request (see ``options.src_readings``),
+        most likely first: the first whose source exists is rendered and stored
+        under that reading.
+        """
+        readings = [key] if isinstance(key, str) else list(key)
+        requests: list[RenderRequest] = []
+        first_error: ResizeError | None = None
+        for reading in readings:
+            try:
+                requests.append(self.request_for(reading))
+            except ResizeError as exc:
+                first_error = first_error or exc
+        if not requests:
+            raise first_error  # type: ignore[misc]
+        result, shared = self.flight.do(requests[0].key, lambda: self._lead(requests))
         if shared:
             self.metrics.inc("singleflight_shared_total")
             return replace(result, source="shared")
         return result
 
-    def render(self, request: RenderRequest) -> Result:
-        """Fetch, check and render, without storing (the benchmarks call it directly)."""
+    def render(self, request: RenderRequest | Sequence[RenderRequest], *, check_stored: bool = False) -> Result:
+        """Fetch, check and render, without storing (the benchmarks call it directly).
+
+        With ``check_stored`` the derived key itself is read at the same time as
+        the source; if it exists it is returned as it is (``source="stored"``).
+        """
+        requests = [request] if isinstance(request, RenderRequest) else list(request)
         timings: dict[str, float] = {}
+        stored_read = self._readers.submit(self._read_stored, requests[0]) if check_stored else None
         with self.gate.slot():
             t0 = time.perf_counter()
-            source = self.storage.get(request.source_key, self.limits.max_bytes)
+            try:
+                matched, source_key, source = self._fetch_source(requests)
+            except SourceNotFound:
+                stored = stored_read.result() if stored_read is not None else None
+                if stored is not None:
+                    return stored
+                raise
+            if stored_read is not None:
+                stored = stored_read.result()
+                if stored is not None:
+                    return stored
             t1 = time.perf_counter()
             header = self.limits.inspect(source.data)
-            # A missing side is bounded by the maximum, so "x200" on a panorama stays within it.
-            plan = make_plan(header, request.width or self.settings.max_width,
-                             request.height or self.settings.max_height, request.mode, self.settings.upscale)
-            rendered = self.engine.render(source.data, header, plan, request.format)
+            plan = self._plan(header, matched.ops)
+            rendered = self.engine.render(source.data, header, plan, matched.format)
             t2 = time.perf_counter()
         timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
-        self.metrics.inc("renders_total", format=request.format)
+        self.metrics.inc("renders_total", format=matched.format)
+        partial = not is_complete(source.data, header.format)
         return Result(
             data=rendered.data,
             content_type=CONTENT_TYPES[rendered.format],
-            etag='"%s"' % hashlib.md5(rendered.data).hexdigest(),
+            etag=_etag(rendered.data),
             width=rendered.width,
             height=rendered.height,
             timings=timings,
             source_etag=source.etag.strip('"'),
+            key=matched.key,
+            source_key=source_key,
+            partial=partial,
         )
+
+    def _fetch_source(self, requests: list[RenderRequest]) -> tuple[RenderRequest, str, SourceObject]:
+        """The first source that exists: every candidate of the first reading, then each other reading's own.
+
+        At most ``len(source extensions) + 2`` reads: the format-conversion
+        candidates of the most likely reading, then one per alternative reading.
+        """
+        tried: set[str] = set()
+        for index, request in enumerate(requests):
+            candidates = request.sources if index == 0 else request.sources[:1]
+            for candidate in candidates:
+                if candidate in tried:
+                    continue
+                tried.add(candidate)
+                try:
+                    source = self.storage.get(candidate, self.limits.max_bytes)
+                except SourceNotFound:
+                    continue
+                return request, candidate, source
+        raise SourceNotFound(detail=f"none of {', '.join(sorted(tried))} exists")
+
+    def _plan(self, header: ImageHeader, ops: Operations):
+        # A missing side is bounded by the maximum, so "x200" on a panorama stays within it.
+        return make_plan(header, ops.width or self.settings.max_width, ops.height or self.settings.max_height,
+                         ops.mode, self.settings.upscale, ops=ops)
+
+    # ---- transform (POST /transform) ------------------------------------------------
+
+    def transform(self, data: bytes, ops: Operations) -> Result:
+        """Render uploaded bytes with ``ops``: the same limits and format allow-list as the on-demand path."""
+        self.catalog.check_bounds(ops)
+        header = self.limits.inspect(data)
+        fmt = ops.format or header.format
+        if fmt not in self.formats:
+            raise UnsupportedFormat(f"{fmt} output is not supported by this server", parameter="format")
+        with self.gate.slot():
+            t0 = time.perf_counter()
+            rendered = self.engine.render(data, header, self._plan(header, ops), fmt)
+            t1 = time.perf_counter()
+        self.metrics.inc("renders_total", format=fmt)
+        return Result(rendered.data, CONTENT_TYPES[fmt], _etag(rendered.data), rendered.width, rendered.height,
+                      timings={"render_ms": round((t1 - t0) * 1000, 1)},
+                      partial=not is_complete(data, header.format))
+
+    # ---- pre-generation (event worker, Lambda, backfill) -------------------------------
+
+    def destination(self, key: str, preset: str, bucket: str) -> tuple[str, str]:
+        """Where pre-generation stores ``preset`` of the original ``key`` from ``bucket``."""
+        stem, dot, ext = key.rpartition(".")
+        if not dot or "/" in ext:
+            stem, ext = key, ""
+        ops = self.catalog.preset(preset)
+        if ops is not None and ops.format:
+            ext = EXTENSION_FOR_FORMAT[ops.format]
+        dest_bucket = (self.settings.dest_bucket or bucket).replace("{bucket}", bucket)
+        dest_key = (self.settings.dest_key.replace("{key}", key).replace("{stem}", stem)
+                    .replace("{preset}", preset).replace("{ext}", ext).replace("{bucket}", bucket))
+        return dest_bucket, dest_key
+
+    def pregenerate(self, key: str, *, bucket: str | None = None, presets: Sequence[str] | None = None,
+                    source_etag: str | None = None) -> PregenResult:
+        """Render the presets of an uploaded original with one read and one decode; store each.
+
+        Idempotent: an output whose destination already holds a rendering of the
+        same source ETag is not rendered again (a HEAD each; with ``source_etag``
+        known from the event, nothing is read at all when every output is there).
+        Every store completes before this returns.
+        """
+        bucket = bucket or self.settings.bucket
+        names = list(presets or self.settings.event_preset_names)
+        result = PregenResult(key)
+        unknown = [n for n in names if self.catalog.preset(n) is None]
+        if unknown:
+            raise NotADerivedKey(f"unknown preset {', '.join(unknown)}")
+        ext = key.rpartition("/")[2].rpartition(".")[2].lower() if "." in key.rpartition("/")[2] else ""
+        if self.is_derived(key):
+            result.skipped = "derived key"
+        elif not names:
+            result.skipped = "no presets configured"
+        elif ext not in FORMAT_BY_EXTENSION:
+            result.skipped = "not an image extension"
+        elif self.settings.prefixes and not key.startswith(self.settings.prefixes):
+            result.skipped = "outside RESIZE_SOURCE_PREFIXES"
+        if result.skipped:
+            return result
+        source_storage = self.storage.for_bucket(bucket)
+        targets = [(name, *self.destination(key, name, bucket)) for name in names]
+        if source_etag is not None:
+            todo = [t for t in targets if not self._holds_rendering(t[1], t[2], source_etag)]
+            result.outputs += [(b, k, "skipped-same-etag") for n, b, k in targets if (n, b, k) not in todo]
+            if not todo:
+                return result
+            targets = todo
+        source = source_storage.get(key, self.limits.max_bytes)
+        if DERIVED_FROM in source.metadata:
+            result.skipped = "object is derived (metadata)"
+            return result
+        etag = source.etag.strip('"')
+        if source_etag is None or source_etag.strip('"') != etag:
+            todo = [t for t in targets if not self._holds_rendering(t[1], t[2], etag)]
+            result.outputs += [(b, k, "skipped-same-etag") for n, b, k in targets if (n, b, k) not in todo]
+            targets = todo
+        if not targets:
+            return result
+        header = self.limits.inspect(source.data)
+        if not is_complete(source.data, header.format):
+            raise CorruptImage("original is truncated", detail=f"{key} ends before its end marker")
+        source_format = FORMAT_BY_EXTENSION[ext]
+        jobs = []
+        for name, _, _ in targets:
+            ops = self.catalog.preset(name)
+            fmt = ops.format or source_format
+            if fmt not in self.formats:
+                raise UnsupportedFormat(f"{fmt} output is not supported by this server")
+            jobs.append(Job(self._plan(header, ops), fmt))
+        with self.gate.slot():
+            rendered = self.engine.render_many(source.data, header, jobs)
+        for (name, dest_bucket, dest_key), out in zip(targets, rendered):
+            self.metrics.inc("renders_total", format=out.format)
+            obj = self._stored_object(dest_key, out.data, CONTENT_TYPES[out.format], key, etag,
+                                      self.catalog.preset(name))
+            self.storage.for_bucket(dest_bucket).put(obj)
+            self.metrics.inc("stores_total")
+            result.outputs.append((dest_bucket, dest_key, "rendered"))
+        return result
+
+    def _holds_rendering(self, bucket: str, key: str, source_etag: str) -> bool:
+        info = self.storage.for_bucket(bucket).head(key)
+        return info is not None and info.metadata.get("source-etag") == source_etag.strip('"')
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Store everything still queued (graceful shutdown, tests)."""
@@ -127,7 +316,8 @@ class ResizeService:
 
     # ---- internals -----------------------------------------------------------
 
-    def _lead(self, request: RenderRequest) -> Result:
+    def _lead(self, requests: list[RenderRequest]) -> Result:
+        request = requests[0]
         if self.recent.wait(request.key, self.settings.redis_wait):
             stored = self._read_stored(request)
             if stored is not None:
@@ -143,12 +333,27 @@ class ResizeService:
             except CoordinatorUnavailable:
                 token = None
         try:
-            result = self.render(request)
+            result = self.render(requests, check_stored=True)
         except BaseException:
             if token is not None:
                 self.coordinator.release(request.key, token, stored=False)
             raise
-        self._store(request, result, token)
+        if result.source == "stored":  # it was in the bucket already: nothing to store
+            if token is not None:
+                self.coordinator.release(request.key, token, stored=True)
+            return result
+        if result.partial:
+            # A partial thumbnail beats an error, but it must not become the object S3 serves forever.
+            self.metrics.inc("partial_renders_total")
+            log.warning("source is truncated: partial image served briefly and not stored",
+                        extra={"fields": {"key": result.key, "source": result.source_key}})
+            if token is not None:
+                self.coordinator.release(request.key, token, stored=False)
+            return result
+        matched = next((r for r in requests if r.key == result.key), request)
+        self._store(matched, result, token if matched is request else None)
+        if token is not None and matched is not request:
+            self.coordinator.release(request.key, token, stored=False)
         return result
 
     def _wait_for_other_instance(self, request: RenderRequest) -> Result | None:
@@ -169,23 +374,29 @@ class ResizeService:
             return None
         self.metrics.inc("served_stored_total")
         content_type = obj.content_type or request.content_type
-        return Result(obj.data, content_type, '"%s"' % hashlib.md5(obj.data).hexdigest(), source="stored")
+        return Result(obj.data, content_type, _etag(obj.data), source="stored", key=request.key)
+
+    def _stored_object(self, key: str, data: bytes, content_type: str, source_key: str, source_etag: str,
+                       ops: Operations) -> StoredObject:
+        """A derived image as stored: the same for the on-demand path and pre-generation."""
+        return StoredObject(
+            key=key,
+            data=data,
+            content_type=content_type,
+            cache_control=self.settings.cache_control,
+            storage_class=self.settings.storage_class,
+            metadata={
+                # S3 metadata is ASCII only: the key is percent-encoded (RFC 3986).
+                DERIVED_FROM: quote(source_key, safe="/"),
+                "source-etag": source_etag,
+                "resize": ops.describe(),
+            },
+        )
 
     def _store(self, request: RenderRequest, result: Result, token: str | None) -> None:
         item = _StoreItem(
-            StoredObject(
-                key=request.key,
-                data=result.data,
-                content_type=result.content_type,
-                cache_control=self.settings.cache_control,
-                storage_class=self.settings.storage_class,
-                metadata={
-                    # S3 metadata is ASCII only: the key is percent-encoded (RFC 3986).
-                    "derived-from": quote(request.source_key, safe="/"),
-                    "source-etag": result.source_etag,
-                    "resize": f"{request.size_label}:{request.mode}",
-                },
-            ),
+            self._stored_object(request.key, result.data, result.content_type, result.source_key or
+                                request.source_key, result.source_etag, request.ops),
             lock_key=request.key if token else None,
             lock_token=token,
         )
@@ -222,6 +433,10 @@ class ResizeService:
             self.coordinator.release(item.lock_key, item.lock_token, stored)
 
 
+def _etag(data: bytes) -> str:
+    return '"%s"' % hashlib.md5(data).hexdigest()
+
+
 def build_service(settings: Settings, *, storage: Storage | None = None, engine: Engine | None = None,
                   coordinator=None, metrics: Metrics | None = None) -> ResizeService:
     """The composition root: the default S3 storage, Wand engine and optional Redis coordinator.
@@ -239,8 +454,24 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
 
         configure_process(settings.magick_memory_mb * 1024 * 1024, settings.max_source_pixels)
         engine = WandEngine(jpeg_quality=settings.jpeg_quality)
+    formats = _encodable_formats(engine)
     if coordinator is None and settings.redis_url:
         from .coordination import RedisCoordinator
 
         coordinator = RedisCoordinator.from_url(settings.redis_url, settings.redis_lock_ms, metrics=metrics)
-    return ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics)
+    return ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics, formats=formats)
+
+
+def _encodable_formats(engine) -> frozenset[str] | None:
+    """What the engine can write, asked once per process (AVIF depends on the ImageMagick build)."""
+    from .imaging import wand_engine
+
+    if isinstance(engine, wand_engine.WandEngine):
+        global _FORMATS
+        if _FORMATS is None:
+            _FORMATS = wand_engine.encodable_formats()
+        return _FORMATS
+    return None
+
+
+_FORMATS: frozenset[str] | None = None

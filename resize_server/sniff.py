@@ -186,3 +186,45 @@ def _checked(header: ImageHeader) -> ImageHeader:
 
 
 _READERS = {"jpeg": _jpeg, "png": _png, "gif": _gif, "webp": _webp}
+
+
+def is_complete(data: bytes, fmt: str) -> bool:
+    """Whether the file reaches its end marker: False for an upload cut short.
+
+    Decoders render what a truncated file holds (the top of the photo, grey
+    below) with only a warning, so this is how the service tells a partial
+    thumbnail, which it serves briefly but never stores, from a real one.
+    """
+    try:
+        if fmt == "jpeg":
+            # After the first scan starts, the entropy-coded data has every 0xFF
+            # stuffed, so an 0xFFD9 there is the real end of image (an EXIF
+            # thumbnail's own EOI lies before the scan).
+            return data.find(b"\xff\xd9", _jpeg_scan_start(data)) != -1
+        if fmt == "png":
+            return data.find(b"IEND", max(0, len(data) - 4096)) != -1
+        if fmt == "gif":
+            return data.rstrip(b"\x00").endswith(b";")
+        if fmt == "webp":
+            return struct.unpack("<I", data[4:8])[0] + 8 <= len(data)
+    except (struct.error, IndexError):
+        return False
+    return True
+
+
+def _jpeg_scan_start(data: bytes) -> int:
+    pos = 2
+    while pos + 4 <= len(data):
+        marker = data[pos + 1]
+        if data[pos] != 0xFF:
+            break
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker == 0xDA:
+            return pos
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    return len(data)

@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from ..options import decode_path, decode_src
+from ..options import path_readings, src_readings
 
 bp = Blueprint("resize", __name__)
 log = logging.getLogger("resize_server.http")
@@ -20,14 +20,14 @@ def _service():
 @bp.get("/resize.php")
 def resize_php() -> Response:
     """What the S3 website RoutingRule redirects to: ``/resize.php?src=<key>``."""
-    return _serve(decode_src(request.query_string))
+    return _serve(src_readings(request.query_string))
 
 
 @bp.get("/<path:key>")
 def resize_path(key: str) -> Response:
     """The same, for fronts that proxy the original path (nginx, CloudFront)."""
     raw_uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
-    return _serve(decode_path(raw_uri) if raw_uri else key)
+    return _serve(path_readings(raw_uri) if raw_uri else [key])
 
 
 @bp.get("/healthz")
@@ -46,12 +46,16 @@ def metrics() -> Response:
     return Response(_service().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
-def _serve(key: str) -> Response:
+def _serve(readings: list[str]) -> Response:
+    """``readings``: the ways the request may name its key, most likely first (see options.src_readings)."""
     started = time.perf_counter()
     service = _service()
-    result = service.resize_key(key)
+    result = service.resize_key(readings)
+    key = result.key or readings[0]
     response = Response(result.data, mimetype=result.content_type)
-    response.headers["Cache-Control"] = service.settings.cache_control
+    # A partial image (truncated original) is cached briefly: the upload may be fixed.
+    response.headers["Cache-Control"] = (service.settings.partial_cache_control if result.partial
+                                         else service.settings.cache_control)
     response.set_etag(result.etag.strip('"'))
     response.headers["X-Resize-Source"] = result.source
     if result.timings:

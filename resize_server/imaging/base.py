@@ -1,4 +1,4 @@
-"""The engine interface: bytes and a plan in, encoded bytes out."""
+"""The engine interface: bytes and plans in, encoded bytes out."""
 
 from __future__ import annotations
 
@@ -17,7 +17,19 @@ class Rendered:
     height: int
 
 
+@dataclass(frozen=True)
+class Job:
+    """One output of a decode: its plan and its format."""
+
+    plan: Plan
+    format: str
+
+
 class Engine(Protocol):
-    """Renders one image.  Implementations translate their library's errors into ``ResizeError``."""
+    """Renders images.  Implementations translate their library's errors into ``ResizeError``."""
 
     def render(self, data: bytes, header: ImageHeader, plan: Plan, output_format: str) -> Rendered: ...
+
+    def render_many(self, data: bytes, header: ImageHeader, jobs: list[Job]) -> list[Rendered]:
+        """Every job from one decode of ``data`` (pre-generation renders all presets of an upload so)."""
+        ...

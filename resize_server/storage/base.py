@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Iterator, Protocol
 
 
 @dataclass(frozen=True)
@@ -12,6 +12,18 @@ class SourceObject:
     data: bytes
     etag: str
     content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD tells about an object."""
+
+    key: str
+    etag: str
+    size: int
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,18 @@ class Storage(Protocol):
     def check(self) -> None:
         """Raise an ``UpstreamError`` unless the bucket is reachable."""
 
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's ETag, size and metadata, or None if it does not exist."""
+
+    def for_bucket(self, bucket: str) -> "Storage":
+        """The same storage (same client) on another bucket."""
+
+    def list(self, prefix: str = "") -> Iterator[ListedObject]:
+        """Every object under ``prefix``, in key order (backfill, warm-up, pruning)."""
+
+    def delete(self, key: str) -> None:
+        """Delete an object (no error when it is already gone)."""
+
 
 @dataclass(frozen=True)
 class ListedObject:
@@ -45,8 +69,3 @@ class ListedObject:
     size: int
     etag: str = ""
     last_modified: "datetime | None" = None  # timezone-aware; None where the backend has none
-
-
-# Storage implementations that list and delete (backfill, warm-up, pruning) also have:
-#   list(prefix: str = "") -> Iterator[ListedObject]   every key under prefix, in key order
-#   delete(key: str) -> None                            no error when the key is already gone

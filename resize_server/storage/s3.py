@@ -21,7 +21,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import SourceNotFound, SourceTooLarge, UpstreamAccessDenied, UpstreamError, UpstreamTimeout
-from .base import ListedObject, SourceObject, StoredObject
+from .base import ListedObject, ObjectInfo, SourceObject, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class S3Storage:
                 body.close()
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "GetObject", key, self.bucket) from None
-        return SourceObject(data, response.get("ETag", ""), response.get("ContentType", ""))
+        return SourceObject(data, response.get("ETag", ""), response.get("ContentType", ""),
+                            response.get("Metadata") or {})
 
     def put(self, obj: StoredObject) -> None:
         try:
@@ -89,6 +90,20 @@ class S3Storage:
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "PutObject", obj.key, self.bucket) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            error = _translate(exc, "HeadObject", key, self.bucket)
+            if isinstance(error, SourceNotFound):
+                return None
+            raise error from None
+        return ObjectInfo(key, response.get("ETag", ""), response.get("ContentLength", 0),
+                          response.get("ContentType", ""), response.get("Metadata") or {})
+
+    def for_bucket(self, bucket: str) -> "S3Storage":
+        return self if bucket == self.bucket else type(self)(self.client, bucket)
 
     def configure_website(self, website_configuration: dict, policy: str | None) -> list[str]:
         """Apply the website configuration and (if the server implements it) the bucket policy."""

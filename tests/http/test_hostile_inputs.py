@@ -264,7 +264,14 @@ def test_hostile_corpus(case, s3, storage, app, tmpdir_watch, restore_magick_lim
     if case.status == 200:
         assert response.mimetype == CONTENT_TYPES[case.ext]
         case.check(response.data, reference)
-        assert response.data == s3.get_object(Bucket=BUCKET, Key=url[1:])["Body"].read()  # and it was stored
+        if case.check is check_partial:
+            # A truncated original: the partial thumbnail is served, briefly cached, and never stored.
+            assert response.headers["Cache-Control"] == service.settings.partial_cache_control == "public, max-age=60"
+            assert s3.list_objects_v2(Bucket=BUCKET, Prefix=url[1:])["KeyCount"] == 0
+            assert service.metrics.get("partial_renders_total") == 1
+        else:
+            assert response.headers["Cache-Control"] == service.settings.cache_control
+            assert response.data == s3.get_object(Bucket=BUCKET, Key=url[1:])["Body"].read()  # and it was stored
     else:
         assert response.mimetype == "text/plain"
         assert response.headers["Cache-Control"] == "no-store"

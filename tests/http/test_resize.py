@@ -124,11 +124,11 @@ def test_png_stays_png_with_alpha(client, s3):
     ("/samples/earth_201x200.jpg", 403, "RESIZE_ALLOWED_SIZES"),
     ("/samples/earth_5000x5000.jpg", 400, "RESIZE_MAX_WIDTH"),
     ("/resize.php", 400, "missing src"),
-    ("/resize.php?src=samples/earth_200x200.jpg&src=x_200x200.jpg", 400, "more than once"),
+    ("/resize.php?w=1&src=samples/earth_200x200.jpg&src=x_200x200.jpg", 400, "more than once"),
     ("/resize.php?src=../earth_200x200.jpg", 400, "'..'"),
     ("/resize.php?src=/etc/passwd_200x200.jpg", 400, "relative"),
-    ("/resize.php?src=samples/earth%00_200x200.jpg", 400, "control characters"),
-    ("/resize.php?src=samples%252Fearth_200x200.jpg", 400, "percent-encoded more than once"),
+    ("/resize.php?src=samples/earth\x00_200x200.jpg", 400, "control characters"),
+    ("/resize.php?src=samples%252F..%252F..%252Fearth_200x200.jpg", 404, "source image not found"),
     ("/resize.php?src=" + "a" * 1100 + "_200x200.jpg", 400, "longer than 1024"),
 ])
 def test_errors_have_deliberate_statuses(client, earth, url, status, message):

@@ -76,14 +76,21 @@ def object_response(url: str, raw: FakeRaw, content_length: int | None) -> AWSRe
 
 
 class Injector:
-    """Records every attempt of one operation and answers it with ``fault(request, attempt)``."""
+    """Records every attempt of one operation on ``key`` and answers it with ``fault(request, attempt)``.
 
-    def __init__(self, client, operation: str, fault):
+    Requests for other keys (the server also reads the derived key, to serve it
+    if it is already stored) go through untouched.
+    """
+
+    def __init__(self, client, operation: str, fault, key: str | None = KEY):
         self.calls: list[str] = []
         self.fault = fault
+        self.path = "/" + key if key else None
         client.meta.events.register_first(f"before-send.s3.{operation}", self)
 
     def __call__(self, request, **_kwargs):
+        if self.path and not request.url.split("?")[0].endswith(self.path):
+            return None
         self.calls.append(request.url)
         return self.fault(request, len(self.calls))
 
@@ -189,7 +196,7 @@ def test_no_such_key_from_s3_is_404(client, s3, earth):
 
 
 def test_readiness_reports_denied_head_bucket(client, s3, caplog):
-    Injector(s3, "HeadBucket", lambda request, attempt: AWSResponse(request.url, 403, {}, FakeRaw(b"")))
+    Injector(s3, "HeadBucket", lambda request, attempt: AWSResponse(request.url, 403, {}, FakeRaw(b"")), key=None)
     with caplog.at_level(logging.INFO, logger="resize_server"):
         response = client.get("/readyz")
     assert_refused(response, 502, "storage backend denied access")
@@ -205,7 +212,7 @@ def test_failed_put_still_serves_the_image(client, service, s3, earth):
         # Raise: a returned response would not stop moto from storing the object.
         raise ReadTimeoutError(endpoint_url=request.url)
 
-    injected = Injector(s3, "PutObject", timeout)
+    injected = Injector(s3, "PutObject", timeout, key=DERIVED)
     response = client.get(URL)
     assert response.status_code == 200
     assert response.mimetype == "image/jpeg"

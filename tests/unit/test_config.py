@@ -7,7 +7,8 @@ import re
 import pytest
 
 from resize_server.config import DEFAULT_SIZES, ConfigError, Settings
-from resize_server.limits import SizePolicy, SourceLimits, parse_sizes
+from resize_server.limits import SourceLimits
+from resize_server.presets import Catalog, parse_sizes
 
 
 def named(error: ConfigError) -> set[str]:
@@ -46,7 +47,7 @@ def test_from_env_converts_types():
     assert s.s3_connect_timeout == 0.5 and type(s.queue_timeout) is float and s.queue_timeout == 3.0
     assert s.allowed_sizes == frozenset({(100, 100), (300, None), (None, 50)})
     assert s.storage_class == "STANDARD_IA"
-    assert s.size_policy == SizePolicy(s.allowed_sizes, 3000, 1500)
+    assert s.catalog == Catalog({}, s.allowed_sizes, 3000, 1500, False)
     assert s.source_limits == SourceLimits(s.max_source_bytes, s.max_source_pixels)
 
 

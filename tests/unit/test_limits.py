@@ -10,7 +10,8 @@ from wand.color import Color
 from wand.image import Image
 
 from resize_server.errors import CorruptImage, InvalidSize, SizeNotAllowed, SourceTooLarge, UnsupportedFormat
-from resize_server.limits import SizePolicy, SourceLimits, format_sizes, parse_sizes
+from resize_server.limits import SourceLimits
+from resize_server.presets import Catalog, format_sizes, parse_sizes
 from resize_server.options import parse_key
 from resize_server.sniff import ImageHeader
 
@@ -56,13 +57,13 @@ def test_format_sizes_is_sorted():
     assert format_sizes(parse_sizes("400x,200x200,x150,50x50")) == "x150,50x50,200x200,400x"
 
 
-POLICY = SizePolicy(allowed=parse_sizes("200x200,400x,x150,3000x100"), max_width=2048, max_height=1024)
+POLICY = Catalog(sizes=parse_sizes("200x200,400x,x150,3000x100"), max_width=2048, max_height=1024)
 
 
 @pytest.mark.parametrize("key", ["a_200x200.jpg", "a_400x.jpg", "a_x150.jpg",
                                  "dir/a_200x200_fill.png"])
 def test_size_policy_allows_listed_sizes(key):
-    assert POLICY.check(parse_key(key)) is None
+    assert POLICY.check_size(parse_key(key).ops) is None
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_size_policy_allows_listed_sizes(key):
 )
 def test_size_policy_maxima(key, variable):
     with pytest.raises(InvalidSize) as info:
-        POLICY.check(parse_key(key))
+        POLICY.check_size(parse_key(key).ops)
     assert info.value.status == 400
     assert variable in info.value.public
 
@@ -80,17 +81,17 @@ def test_size_policy_maxima(key, variable):
 @pytest.mark.parametrize("key", ["a_201x200.jpg", "a_200x.jpg", "a_x200.jpg", "a_400x400.jpg", "a_150x.jpg"])
 def test_size_policy_refuses_unlisted_sizes(key):
     with pytest.raises(SizeNotAllowed) as info:
-        POLICY.check(parse_key(key))
+        POLICY.check_size(parse_key(key).ops)
     assert info.value.status == 403
     assert "RESIZE_ALLOWED_SIZES" in info.value.public
 
 
 def test_any_size_policy_only_applies_maxima():
-    policy = SizePolicy(allowed=None, max_width=500, max_height=500)
-    assert policy.check(parse_key("a_499x1.jpg")) is None
-    assert policy.check(parse_key("a_x500.jpg")) is None
+    policy = Catalog(sizes=None, max_width=500, max_height=500)
+    assert policy.check_size(parse_key("a_499x1.jpg").ops) is None
+    assert policy.check_size(parse_key("a_x500.jpg").ops) is None
     with pytest.raises(InvalidSize):
-        policy.check(parse_key("a_501x1.jpg"))
+        policy.check_size(parse_key("a_501x1.jpg").ops)
 
 
 LIMITS = SourceLimits(max_bytes=10_000, max_pixels=1_000_000)

@@ -102,11 +102,11 @@ def test_shrink_on_load_is_used_for_large_jpegs():
     data = photo("Landscape_1.jpg")
     header = read_header(data)
     p = plan(header, 200, 200, "fit", False)
-    assert p.load_hint == (200, 133)
+    assert p.load_hint == (1800 // 8, 1200 // 8)  # exactly 1/8: floor(1800 / 225) = 8
     with Image() as img:
         img.options["jpeg:size"] = "%dx%d" % p.load_hint
         img.read(blob=data, format="jpeg")
-        assert img.width == 1800 // 8  # what the engine decodes before its single resize pass
+        assert (img.width, img.height) == (1800 // 8, 1200 // 8)  # decoded at 1/8, then one resize pass
 
 
 def test_garbage_after_a_valid_header_is_a_corrupt_image():
