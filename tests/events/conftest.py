@@ -159,12 +159,12 @@ class Faults:
 
 
 class Calls:
-    """Records the keys of every call of one S3 operation (a ``before-call`` hook: nothing is changed)."""
+    """Records the keys of every call of one S3 operation (a ``before-parameter-build`` hook: nothing changes)."""
 
     def __init__(self, client, operation: str):
         self.keys: list[str] = []
         self._lock = threading.Lock()
-        client.meta.events.register(f"before-call.s3.{operation}", self)
+        client.meta.events.register(f"before-parameter-build.s3.{operation}", self)
 
     def __call__(self, params, **_kwargs):
         with self._lock:
