@@ -143,6 +143,16 @@ class Forbidden(ResizeError):
     log_level = logging.INFO
 
 
+class MethodNotAllowed(ResizeError):
+    status = 405
+    public = "method not allowed"
+    log_level = logging.INFO
+
+    def __init__(self, allowed: str, public: str | None = None):
+        super().__init__(public or f"method not allowed (use {allowed})")
+        self.headers = {"Allow": allowed}
+
+
 class ResponseTooLarge(ResizeError):
     """A response API Gateway cannot carry (its 6 MB payload limit, after base64)."""
 

@@ -125,3 +125,24 @@ def mean_rgb(data: bytes, box=(0.0, 0.0, 1.0, 1.0)) -> tuple[float, float, float
 
 def distance(a, b) -> float:
     return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
+
+
+def psnr(a: bytes, b: bytes) -> float:
+    """Peak signal-to-noise ratio in dB between two encoded images of the same size (inf when identical)."""
+    from wand.image import Image
+
+    with Image(blob=a) as left, Image(blob=b) as right:
+        assert (left.width, left.height) == (right.width, right.height)
+        pa = left.export_pixels(channel_map="RGB", storage="char")
+        pb = right.export_pixels(channel_map="RGB", storage="char")
+    mse = sum((x - y) ** 2 for x, y in zip(pa, pb)) / len(pa)
+    return float("inf") if mse == 0 else 10 * __import__("math").log10(255 ** 2 / mse)
+
+
+def is_grayscale(data: bytes) -> bool:
+    """Every pixel has equal red, green and blue (read back as 8-bit RGB)."""
+    from wand.image import Image
+
+    with Image(blob=data) as img:
+        raw = img.export_pixels(channel_map="RGB", storage="char")
+    return all(raw[i] == raw[i + 1] == raw[i + 2] for i in range(0, len(raw), 3))

@@ -21,7 +21,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
     """
     from .. import logs
     from ..service import build_service
-    from . import errors, views
+    from . import errors, transform, views
 
     if settings is None:
         settings = Settings.from_env()
@@ -32,6 +32,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
 
     app = Flask("resize_server")
     app.extensions["resize"] = build_service(settings, storage=storage, engine=engine, coordinator=coordinator)
+    app.register_blueprint(transform.bp)  # before views: its /transform wins over the catch-all key route
     app.register_blueprint(views.bp)
     errors.register(app)
     return app

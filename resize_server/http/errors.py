@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, Response, request
@@ -12,8 +13,14 @@ from ..errors import ResizeError
 log = logging.getLogger("resize_server.http")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = Response(message + "\n", status=status, mimetype="text/plain")
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
+                   parameter: str | None = None) -> Response:
+    if request and request.blueprint == "transform":
+        # The API answers in JSON; everything else stays short plain text.
+        body = json.dumps({"error": message, "parameter": parameter}) + "\n"
+        response = Response(body, status=status, mimetype="application/json")
+    else:
+        response = Response(message + "\n", status=status, mimetype="text/plain")
     response.headers["Cache-Control"] = "no-store"
     response.headers.update(headers or {})
     return response
@@ -27,7 +34,7 @@ def register(app: Flask) -> None:
         log.log(exc.log_level, exc.public, extra={"fields": {
             "path": request.full_path.rstrip("?"), "status": exc.status,
             "error": type(exc).__name__, "detail": exc.detail}})
-        return error_response(exc.status, exc.public, exc.headers)
+        return error_response(exc.status, exc.public, exc.headers, parameter=exc.parameter)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
