@@ -14,7 +14,7 @@ from resize_server.maintenance import MaintenanceError, backfill, prune, warm
 from tests.conftest import dimensions, photo
 from tests.events.conftest import BUCKET, EXPECTED, PRESETS, Calls
 
-LOGS = "logs"
+LOGS = "access-logs"
 ORIGINALS = [f"photos/{name}.jpg" for name in ("a", "b", "c d", "e+f", "été", "g")]
 
 
@@ -186,12 +186,12 @@ def test_warm_and_prune_commands(aws, monkeypatch):
     now = datetime.now(timezone.utc)
     write_logs(aws, "one", [log_line(now - timedelta(days=40), "WEBSITE.GET.OBJECT", "x.jpg", 200)]
                + [log_line(now - timedelta(hours=1), "WEBSITE.GET.OBJECT", "earth_thumb.jpg", 404, "NoSuchKey")])
-    result = CliRunner().invoke(cli, ["warm", "--logs", "s3://logs/access/", "--since", "2d", "--top", "5"])
+    result = CliRunner().invoke(cli, ["warm", "--logs", "s3://access-logs/access/", "--since", "2d", "--top", "5"])
     assert result.exit_code == 0, result.output
     assert "rendered\t1 misses\tearth_thumb.jpg" in result.output
     assert dimensions(aws.body("earth_thumb.jpg")) == ("JPEG", 50, 33)
-    result = CliRunner().invoke(cli, ["prune", "--logs", "s3://logs/access/", "--unused-days", "30", "--dry-run"])
+    result = CliRunner().invoke(cli, ["prune", "--logs", "s3://access-logs/access/", "--unused-days", "30", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "would delete: 0 derived objects, 0 bytes" in result.output  # just created: kept
-    bad = CliRunner().invoke(cli, ["warm", "--logs", "logs/access/"])
+    bad = CliRunner().invoke(cli, ["warm", "--logs", "access-logs/access/"])
     assert bad.exit_code != 0 and "not an s3:// URL" in bad.output
