@@ -96,6 +96,9 @@ def setup_bucket(host: str, protocol: str, rules: Path | None, policy: Path | No
 # ---- pre-generation: the SQS worker, backfill, warm-up and pruning ----------------------------
 
 
+from .errors import ResizeError  # noqa: E402  (the commands below report storage failures cleanly)
+
+
 def _bulk_service(settings: Settings):
     from .logs import setup
     from .service import build_service
@@ -150,8 +153,13 @@ def backfill(url: str, presets: str | None, dry_run: bool, workers: int) -> None
             bar.set_postfix(rendered=summary.rendered, skipped=summary.skipped, failed=sum(summary.failed.values()),
                             refresh=False)
 
-        summary = run_backfill(service, bucket, prefix, presets=_preset_list(presets), dry_run=dry_run,
-                               workers=workers, on_done=on_done)
+        try:
+            summary = run_backfill(service, bucket, prefix, presets=_preset_list(presets), dry_run=dry_run,
+                                   workers=workers, on_done=on_done)
+        except MaintenanceError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ResizeError as exc:  # the listing failed (bucket missing, access denied, ...)
+            raise click.ClickException(f"{exc.public}: {exc.detail}") from None
     for line in summary.would_process:
         key, _, missing = line.partition("\t")
         click.echo(f"would render {missing}\ts3://{bucket}/{key}")
@@ -181,8 +189,11 @@ def warm(logs_url: str, since: str, top: int, dry_run: bool) -> None:
     except (MaintenanceError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     service = _bulk_service(settings)
-    summary = run_warm(service, service.storage.for_bucket(log_bucket), log_prefix, since_seconds=since_seconds,
-                       top=top, dry_run=dry_run)
+    try:
+        summary = run_warm(service, service.storage.for_bucket(log_bucket), log_prefix, since_seconds=since_seconds,
+                           top=top, dry_run=dry_run)
+    except ResizeError as exc:  # reading the logs failed
+        raise click.ClickException(f"{exc.public}: {exc.detail}") from None
     misses = dict(summary.candidates)
     for key in summary.rendered:
         click.echo(f"{'would render' if dry_run else 'rendered'}\t{misses[key]} misses\t{key}")
@@ -209,6 +220,8 @@ def prune(logs_url: str, unused_days: float, prefix: str, dry_run: bool) -> None
                             prefix=prefix, dry_run=dry_run)
     except MaintenanceError as exc:
         raise click.ClickException(str(exc)) from None
+    except ResizeError as exc:
+        raise click.ClickException(f"{exc.public}: {exc.detail}") from None
     for key, size in summary.deleted:
         click.echo(f"{'would delete' if dry_run else 'deleted'}\t{size}\t{key}")
     for line in summary.lines():

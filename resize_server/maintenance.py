@@ -100,6 +100,10 @@ def backfill(service, bucket: str, prefix: str = "", *, presets: list[str] | Non
     """
     if workers < 1:
         raise MaintenanceError("--workers must be at least 1")
+    unknown = [name for name in presets or () if service.catalog.preset(name) is None]
+    if unknown:
+        raise MaintenanceError(f"unknown preset {', '.join(unknown)} (RESIZE_PRESETS defines "
+                               f"{', '.join(service.settings.presets) or 'none'})")
     storage = storage if storage is not None else service.storage.for_bucket(bucket)
     summary = BackfillSummary()
     listing = originals_under(service, storage, prefix, summary)

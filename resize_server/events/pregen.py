@@ -14,15 +14,14 @@ log = logging.getLogger(__name__)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth another delivery: S3 5xx, timeouts, throttling, overload, and anything unexpected.
+    """Worth another delivery: S3 5xx, timeouts, throttling, overload, and anything unexpected (a 500).
 
     An unexpected exception (a bug) is retried too: after the queue's
     maxReceiveCount it lands in the dead-letter queue, where it can be looked
     at and redriven once fixed, instead of being lost.
     """
     if isinstance(exc, ResizeError):
-        transient = getattr(exc, "transient", None)
-        return exc.status >= 500 if transient is None else bool(transient)
+        return bool(exc.transient) or exc.status >= 500
     return True
 
 

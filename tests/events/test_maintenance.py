@@ -195,3 +195,12 @@ def test_warm_and_prune_commands(aws, monkeypatch):
     assert "would delete: 0 derived objects, 0 bytes" in result.output  # just created: kept
     bad = CliRunner().invoke(cli, ["warm", "--logs", "access-logs/access/"])
     assert bad.exit_code != 0 and "not an s3:// URL" in bad.output
+
+
+def test_backfill_rejects_unknown_presets_and_missing_buckets(aws, monkeypatch):
+    monkeypatch.setenv("RESIZE_BUCKET", BUCKET)
+    monkeypatch.setenv("RESIZE_PRESETS", PRESETS)
+    result = CliRunner().invoke(cli, ["backfill", "s3://images/", "--presets", "thumb,huge"])
+    assert result.exit_code == 1 and "unknown preset huge" in result.output
+    result = CliRunner().invoke(cli, ["backfill", "s3://no-such-bucket/"])
+    assert result.exit_code == 1 and "bucket not found" in result.output

@@ -135,3 +135,14 @@ APIGW_V2 = {"version": "2.0", "routeKey": "$default", "rawPath": "/transform", "
 ])
 def test_lambda_event_kind(event, kind):
     assert lambda_event_kind(event) == kind
+
+
+def test_parsers_are_pure():
+    # The event and access-log parsers load neither boto3, Wand nor Flask (fast, testable anywhere).
+    import subprocess
+    import sys
+
+    code = ("import sys, resize_server.events.s3events, resize_server.accesslog; "
+            "print(sorted(m for m in ('boto3', 'botocore', 'wand', 'flask') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
