@@ -9,7 +9,7 @@
   (a read and a decode each), stores drained after every upload.
 
 S3 is s3rver on loopback with its data on tmpfs.  Every (round, contender) runs in a fresh
-Python process (so ``ru_maxrss`` is that contender's own peak), with ImageMagick on one
+Python process (so its peak RSS, VmHWM, is that contender's own), with ImageMagick on one
 thread (Pillow has one), on fresh keys copied server-side from one master upload; the order
 of the contenders rotates each round.  Throughput = uploads (3 outputs each) per second of
 wall time, one upload at a time.
@@ -43,6 +43,10 @@ CONTENDERS = ("worker", "naive", "on-demand")
 
 
 def _rss_kb() -> int:
+    """This process's peak RSS (VmHWM): ru_maxrss would carry the driver's peak across fork+exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
