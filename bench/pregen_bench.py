@@ -160,6 +160,7 @@ def run(rounds: int, uploads: int, log=print) -> dict:
     finally:
         devstack.stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
+    results["loadavg_end"] = os.getloadavg()
     return results
 
 
@@ -175,8 +176,8 @@ def report(results: dict) -> str:
             c, fmt(median(tput[c]), 2), fmt(median(tput[c]) * 3, 2),
             fmt(median([1000 * r["wall_s"] / r["uploads"] for r in runs]), 0),
             fmt(median([1000 * r["cpu_s"] / r["uploads"] for r in runs]), 0),
+            fmt(median([r["rss_imports_kb"] for r in runs]) / 1024, 0),
             fmt(max(r["rss_peak_kb"] for r in runs) / 1024, 0),
-            fmt(max(r["rss_peak_kb"] - r["rss_imports_kb"] for r in runs) / 1024, 0),
             "1.00x" if c == "worker" else f"{ratio[c]:.2f}x",
         ])
     m = results["machine"]
@@ -184,10 +185,13 @@ def report(results: dict) -> str:
         f"12 MP JPEG uploads ({results['source_bytes'] / 1e6:.1f} MB, 4243x2828), 3 presets each (50, 200, 1024 "
         f"boxes); {results['rounds']} rounds x {results['uploads']} uploads per contender, one upload at a time, "
         f"s3rver on loopback (tmpfs). {m['cpu']}, {m['affinity']} cores, ImageMagick {m.get('imagemagick', '?')}, "
-        f"Pillow {m.get('pillow', '?')}.",
+        f"Pillow {m.get('pillow', '?')}. Load average {m['loadavg_start'][0]:.2f} at the start, "
+        f"{results['loadavg_end'][0]:.2f} at the end (a shared machine). \"worker is\": the median over rounds of "
+        f"worker throughput / that contender's in the same round; CPU is the contender process's own "
+        f"(s3rver's is not counted); RSS set up = after imports and set-up, before the first render.",
         "",
-        table(["contender", "uploads/s", "outputs/s", "ms/upload", "CPU ms/upload", "peak RSS MB",
-               "RSS growth MB", "worker is"], rows),
+        table(["contender", "uploads/s", "outputs/s", "ms/upload", "CPU ms/upload", "RSS set up MB",
+               "peak RSS MB", "worker is"], rows),
         "",
         f"Targets: worker >= 3x naive: {'met' if ratio['naive'] >= 3 else 'NOT met'} ({ratio['naive']:.2f}x); "
         f"worker >= 2x on-demand per preset: {'met' if ratio['on-demand'] >= 2 else 'NOT met'} "

@@ -87,7 +87,8 @@ def process_created(service, created: ObjectCreated, outcome: EventOutcome, *, p
                 **fields, "status": exc.status, "error": type(exc).__name__, "detail": exc.detail}})
         else:
             outcome.permanent.append((created.key, exc.status, type(exc).__name__))
-            service.metrics.inc("events_total", result="permanent", status=str(exc.status))
+            service.metrics.inc("events_total", result="permanent")
+            service.metrics.inc("events_dropped_total", status=str(exc.status))
             log.warning("original cannot be pre-generated; event dropped", extra={"fields": {
                 **fields, "status": exc.status, "error": type(exc).__name__, "detail": exc.detail}})
         return

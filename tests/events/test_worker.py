@@ -123,7 +123,7 @@ def test_poison_original_is_deleted_not_retried(service, aws, body, status):
     aws.s3.put_object(Bucket=BUCKET, Key="poison.jpg", Body=body)
     stats = worker(service, aws).run(until_empty=True)
     assert stats.deleted == 1 and stats.dropped == 1 and stats.left_for_retry == 0
-    assert service.metrics.get("events_total", result="permanent", status=str(status)) == 1
+    assert service.metrics.get("events_dropped_total", status=str(status)) == 1
     assert aws.counts() == (0, 0) and aws.counts(aws.dlq_url) == (0, 0)
     assert aws.keys() == ["poison.jpg"]
 
@@ -133,7 +133,7 @@ def test_source_deleted_before_processing_is_dropped(service, aws):
     aws.s3.delete_object(Bucket=BUCKET, Key="gone.jpg")
     stats = worker(service, aws).run(until_empty=True)
     assert stats.deleted == 1 and stats.dropped == 1
-    assert service.metrics.get("events_total", result="permanent", status="404") == 1
+    assert service.metrics.get("events_dropped_total", status="404") == 1
     assert aws.counts() == (0, 0) and aws.keys() == []
 
 
