@@ -38,6 +38,7 @@ KEY_ENCODING = [
     ("photos/%C3%A9t%C3%A9.jpg", "photos/été.jpg"),          # UTF-8, percent-encoded
     ("photos/%E5%86%99%E7%9C%9F.jpg", "photos/写真.jpg"),
     ("a/b/c/d/deep.jpg", "a/b/c/d/deep.jpg"),                # folders keep their slashes
+    ("photos%2Fmy+photo%2B1+%C3%A9.jpg", "photos/my photo+1 é.jpg"),  # moto encodes the slashes too
     ("photos/100%25.jpg", "photos/100%.jpg"),
     ("photos/a%26b%3Dc.jpg", "photos/a&b=c.jpg"),
 ]
