@@ -267,11 +267,11 @@ def parse_presets(text: str) -> dict[str, Operations]:
 
 
 def check_preset_name(name: str) -> None:
+    if _SIZE_SHAPED.search(name) or name.lower() in PARAMETERS:
+        raise ValueError(f"preset name {name!r} looks like a size or an operation; pick another name")
     if not _PRESET_NAME.match(name):
         raise ValueError(f"preset name {name!r} must start with a letter and hold only letters, digits and '-'"
                          " (at most 32)")
-    if _SIZE_SHAPED.search(name) or name.lower() in PARAMETERS:
-        raise ValueError(f"preset name {name!r} looks like a size or an operation; pick another name")
 
 
 def format_presets(presets: Mapping[str, Operations]) -> str:

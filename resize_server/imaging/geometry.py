@@ -30,6 +30,7 @@ class Plan:
     source_size: tuple[int, int] = (0, 0)  # the upright source size the plan was made for
     pad: tuple[int, int, int, int] | None = None  # canvas width, height and where the image goes (x, y)
     ops: Operations = Operations()
+    dct_denominator: int = 1  # the shrink-on-load scale (1/n) this output alone would be decoded at
 
 
 def plan(header: ImageHeader, width: int | None, height: int | None, mode: str = "fit", upscale: bool = False, *,
@@ -80,7 +81,7 @@ def plan(header: ImageHeader, width: int | None, height: int | None, mode: str =
     needed = (src_w * factor, src_h * factor)
     return Plan(resize=resize, crop=crop, load_hint=_load_hint(header, needed), output=output,
                 box=(width, height), mode=mode, upscale=upscale, source_crop=source_crop,
-                source_size=(src_w, src_h), pad=pad, ops=ops)
+                source_size=(src_w, src_h), pad=pad, ops=ops, dct_denominator=dct_denominator(header, needed))
 
 
 def _gravity_crop(size: tuple[int, int], out: tuple[int, int], gravity: str) -> tuple[int, int, int, int]:

@@ -147,9 +147,17 @@ class WandEngine:
                 img.transform_colorspace("srgb")
             if len(jobs) == 1:
                 return [self._finish(img, jobs[0])]
+            decoded_at = min(job.plan.dct_denominator for job in jobs) if hint is not None else 1
             results = []
             for job in jobs:
                 with img.clone() as work:
+                    n = job.plan.dct_denominator
+                    if n > decoded_at:
+                        # Decoded larger than this output alone would have been: box-average
+                        # down to what its own 1/n decode gives (the DCT scaling is a box
+                        # filter too), so it matches the on-demand render of the same key.
+                        src_w, src_h = job.plan.source_size
+                        work.scale(-(-src_w // n), -(-src_h // n))
                     results.append(self._finish(work, job))
             return results
 
