@@ -13,13 +13,14 @@ Delivery rules (see ``pregen.py`` for what happens inside one message):
   heartbeat extends the visibility of those still in progress so a slow render
   is not handed to another worker meanwhile;
 * SIGTERM/SIGINT stop the receiving; work in flight is finished (and its
-  messages deleted) before ``run`` returns.  A message whose work did not finish
+  messages deleted) before ``run`` returns; a second signal exits at once.  A message whose work did not finish
   is simply not deleted, so it comes back: nothing is lost.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -76,6 +77,11 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
+        if self.stopping.is_set():
+            # A second signal: exit now. Unfinished messages are not deleted, so they come back.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         # Only set a flag here: logging from a signal handler can deadlock on the handler's lock.
         self.stopping.set()
 
