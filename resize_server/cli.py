@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import click
 
+from . import __version__
 from .config import ConfigError, Settings
 
 
@@ -18,18 +20,37 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def describe(exc) -> str:
+    """A ``ResizeError`` for a human: the public message, then the cause (``detail``) the HTTP client never sees."""
+    return exc.public if exc.detail == exc.public else f"{exc.public}: {exc.detail}"
+
+
+def check_or_exit(settings: Settings) -> None:
+    """The start-up check for long-running commands (serve, worker): one line naming the cause, exit 1."""
+    from .errors import ResizeError
+    from .startup import startup_check
+
+    try:
+        startup_check(settings)
+    except ResizeError as exc:
+        raise click.ClickException(
+            f"start-up check failed: {describe(exc)} (RESIZE_STARTUP_CHECK=false skips this check)") from None
+
+
 @click.group()
+@click.version_option(__version__, prog_name="resize-server")
 def main() -> None:
     """On-demand image thumbnails for S3 static websites."""
 
 
 @main.command()
-@click.option("--bind", default=None, help="host:port (default RESIZE_BIND or 127.0.0.1:8080)")
+@click.option("--bind", default=None, help="host:port or unix:/path (default RESIZE_BIND or 127.0.0.1:8080)")
 def serve(bind: str | None) -> None:
     """Run the resize server under gunicorn (configuration from RESIZE_* variables)."""
-    _settings()  # fail fast, with every bad variable named, before gunicorn forks
     if bind:
-        os.environ["RESIZE_BIND"] = bind
+        os.environ["RESIZE_BIND"] = bind  # validated with the rest, and read by gunicorn_conf
+    settings = _settings()  # fail fast, with every bad variable named, before gunicorn forks
+    check_or_exit(settings)  # and with the cause when the bucket is unreachable with these credentials
     args = [sys.executable, "-m", "gunicorn", "-c", "python:resize_server.gunicorn_conf",
             "resize_server.http:create_app()"]
     os.execv(sys.executable, args)
@@ -37,10 +58,10 @@ def serve(bind: str | None) -> None:
 
 @main.command("check-config")
 def check_config() -> None:
-    """Validate the RESIZE_* environment and print the effective settings."""
+    """Validate the RESIZE_* environment and print the effective settings, as you would write them."""
     settings = _settings()
-    for name, value in sorted(settings.__dict__.items()):
-        click.echo(f"RESIZE_{name.upper()}={value}")
+    for variable, value in settings.environment():
+        click.echo(f"{variable}={shlex.quote(value)}")
 
 
 @main.command()
@@ -53,7 +74,10 @@ def render(keys: tuple[str, ...]) -> None:
 
     settings = _settings()
     setup(settings.log_level)
-    service = build_service(settings)
+    try:
+        service = build_service(settings)
+    except ResizeError as exc:
+        raise click.ClickException(describe(exc)) from None
     failed = 0
     for key in keys:
         try:
@@ -61,7 +85,7 @@ def render(keys: tuple[str, ...]) -> None:
             click.echo(f"{key}\t{result.width}x{result.height}\t{len(result.data)} bytes")
         except ResizeError as exc:
             failed += 1
-            click.echo(f"{key}\t{exc.status} {exc.public}", err=True)
+            click.echo(f"{key}\t{exc.status} {describe(exc)}", err=True)
     service.drain()
     sys.exit(1 if failed else 0)
 
@@ -82,12 +106,12 @@ def setup_bucket(host: str, protocol: str, rules: Path | None, policy: Path | No
     settings = _settings()
     rules_xml = rules.read_text() if rules else read_deploy_file("routing_rules.xml")
     policy_json = policy.read_text() if policy else read_deploy_file("bucket_policy.json")
-    storage = S3Storage(make_client(settings), settings.bucket)
     try:
+        storage = S3Storage(make_client(settings), settings.bucket)
         notes = storage.configure_website(website_configuration(rules_xml, host, protocol),
                                           bucket_policy(policy_json, settings.bucket))
     except ResizeError as exc:
-        raise click.ClickException(f"{exc.public}: {exc.detail}") from None
+        raise click.ClickException(describe(exc)) from None
     for note in notes:
         click.echo(f"note: {note}")
     click.echo(f"bucket {settings.bucket}: website redirects missing keys to {protocol}://{host}/resize.php?src=<key>")
@@ -121,6 +145,7 @@ def worker(queue_url: str, concurrency: int | None) -> None:
     from .events.worker import Worker
 
     settings = _settings()
+    check_or_exit(settings)  # the bucket is reachable with these credentials, or exit with the cause
     service = _bulk_service(settings)
     queue = SqsQueue(make_sqs_client(settings, settings.sqs_endpoint_url, settings.worker_wait_seconds), queue_url)
     loop = Worker(service, queue, concurrency=concurrency or settings.worker_concurrency,
@@ -159,7 +184,7 @@ def backfill(url: str, presets: str | None, dry_run: bool, workers: int) -> None
         except MaintenanceError as exc:
             raise click.ClickException(str(exc)) from None
         except ResizeError as exc:  # the listing failed (bucket missing, access denied, ...)
-            raise click.ClickException(f"{exc.public}: {exc.detail}") from None
+            raise click.ClickException(describe(exc)) from None
     for line in summary.would_process:
         key, _, missing = line.partition("\t")
         click.echo(f"would render {missing}\ts3://{bucket}/{key}")
@@ -193,7 +218,7 @@ def warm(logs_url: str, since: str, top: int, dry_run: bool) -> None:
         summary = run_warm(service, service.storage.for_bucket(log_bucket), log_prefix, since_seconds=since_seconds,
                            top=top, dry_run=dry_run)
     except ResizeError as exc:  # reading the logs failed
-        raise click.ClickException(f"{exc.public}: {exc.detail}") from None
+        raise click.ClickException(describe(exc)) from None
     misses = dict(summary.candidates)
     for key in summary.rendered:
         click.echo(f"{'would render' if dry_run else 'rendered'}\t{misses[key]} misses\t{key}")
@@ -221,7 +246,7 @@ def prune(logs_url: str, unused_days: float, prefix: str, dry_run: bool) -> None
     except MaintenanceError as exc:
         raise click.ClickException(str(exc)) from None
     except ResizeError as exc:
-        raise click.ClickException(f"{exc.public}: {exc.detail}") from None
+        raise click.ClickException(describe(exc)) from None
     for key, size in summary.deleted:
         click.echo(f"{'would delete' if dry_run else 'deleted'}\t{size}\t{key}")
     for line in summary.lines():

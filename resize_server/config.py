@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .limits import SourceLimits
-from .presets import Catalog, Operations, Size, format_sizes, parse_presets, parse_sizes
+from .presets import Catalog, Operations, Size, format_presets, format_sizes, parse_presets, parse_sizes
 
 STORAGE_CLASSES = (
     "STANDARD",
@@ -91,6 +92,13 @@ class Settings:
     worker_wait_seconds: int = 20  # SQS long poll
     sqs_endpoint_url: str = ""
     website_url: str = ""  # the bucket's website endpoint, for Lambda's 302 past API Gateway's 6 MB limit
+    # Fail fast and bounded: HeadBucket before serving, and /readyz within a deadline (one attempt).
+    startup_check: bool = True
+    ready_timeout: float = 3.0
+    # gunicorn's (read by gunicorn_conf.py through Settings, validated with the rest).
+    bind: str = "127.0.0.1:8080"
+    workers: int | None = None  # default: RESIZE_RENDER_CONCURRENCY
+    threads: int | None = None  # default: render slots + waiting room + 4
 
     # ---- derived views -------------------------------------------------
 
@@ -122,6 +130,38 @@ class Settings:
     def source_limits(self) -> SourceLimits:
         return SourceLimits(self.max_source_bytes, self.max_source_pixels)
 
+    @property
+    def gunicorn_workers(self) -> int:
+        return self.workers if self.workers is not None else self.render_concurrency
+
+    @property
+    def gunicorn_threads(self) -> int:
+        # Enough threads for the render slots, the waiting room and health checks.
+        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 4
+
+    # ---- display, in the user's own terms ---------------------------------
+
+    def display(self, name: str) -> str:
+        """A setting's value as the user would write it in ``RESIZE_<NAME>=`` (sizes as ``200x200,x200`` or ``*``)."""
+        value = getattr(self, name)
+        if name == "allowed_sizes":
+            return _sizes(value)
+        if name == "presets":
+            return format_presets(value)
+        if name == "workers":
+            return str(self.gunicorn_workers)
+        if name == "threads":
+            return str(self.gunicorn_threads)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return str(int(value)) if value.is_integer() else repr(value)
+        return "" if value is None else str(value)
+
+    def environment(self) -> list[tuple[str, str]]:
+        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name."""
+        return sorted((PREFIX + f.name.upper(), self.display(f.name)) for f in fields(self))
+
     # ---- construction ----------------------------------------------------
 
     @classmethod
@@ -149,6 +189,8 @@ class Settings:
             except ValueError as exc:
                 problems.append(f"{PREFIX}{name.upper()}={raw!r}: {exc}")
         settings = replace(cls(), **converted)
+        # Which variables the user set, so a conflict is blamed on the one they wrote (see problems()).
+        object.__setattr__(settings, "_explicit", frozenset(values))
         if problems:
             # Name the values that parsed but are wrong too, not only the first kind of problem.
             problems += settings.problems()
@@ -162,11 +204,16 @@ class Settings:
         return self
 
     def problems(self) -> list[str]:
-        """Every invalid setting, each as ``RESIZE_NAME=value: what is wrong``."""
+        """Every invalid setting, each as ``RESIZE_NAME=value: what is wrong`` (the value as the user writes it)."""
         problems = []
+        # Settings built in code (not from the environment) count every field as set.
+        explicit = getattr(self, "_explicit", None)
+
+        def was_set(name: str) -> bool:
+            return explicit is None or name in explicit
 
         def bad(name: str, message: str) -> None:
-            problems.append(f"{PREFIX}{name.upper()}={getattr(self, name)!r}: {message}")
+            problems.append(f"{PREFIX}{name.upper()}={shlex.quote(self.display(name))}: {message}")
 
         if not self.bucket:
             bad("bucket", "is required (the bucket holding originals and derived images)")
@@ -179,20 +226,26 @@ class Settings:
                      "redis_lock_ms"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        for name in ("workers", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(name, "must be at least 1")
         if self.queue_size < 0:
             bad("queue_size", "must be 0 or more")
-        for name in ("s3_connect_timeout", "s3_read_timeout", "queue_timeout", "redis_wait"):
+        for name in ("s3_connect_timeout", "s3_read_timeout", "queue_timeout", "redis_wait", "ready_timeout"):
             if getattr(self, name) <= 0:
                 bad(name, "must be a positive number of seconds")
         if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
             bad("s3_endpoint_url", "must start with http:// or https://")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             bad("redis_url", "must start with redis://, rediss:// or unix://")
-        if self.allowed_sizes is not None:
-            too_big = [s for s in self.allowed_sizes
-                       if (s[0] or 0) > self.max_width or (s[1] or 0) > self.max_height]
-            if too_big:
-                bad("allowed_sizes", f"{format_sizes(frozenset(too_big))} exceed RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT")
+        if any(p.startswith("/") for p in self.prefixes):
+            # "/samples" is meant as the folder: suggest "samples/" (a bare "samples" would match "samples2/" too).
+            fixed = ",".join(p.strip("/") + "/" if p.startswith("/") else p for p in self.prefixes)
+            bad("source_prefixes", f"no S3 key starts with '/': write {fixed}")
+        problems += self._size_problems(was_set)
+        bind_problem = _bind_problem(self.bind)
+        if bind_problem:
+            bad("bind", bind_problem)
         if self.worker_concurrency < 1:
             bad("worker_concurrency", "must be at least 1")
         if not 1 <= self.worker_visibility_timeout <= 43200:
@@ -253,6 +306,61 @@ class Settings:
             bad("max_upload_bytes", "must be at least 1")
         return problems
 
+    def _size_problems(self, was_set) -> list[str]:
+        """Allowed sizes beyond the maxima, blamed on the variable the user set.
+
+        With ``RESIZE_MAX_WIDTH=500`` alone the default sizes did not change:
+        the new maximum is what conflicts with them.  When the user listed the
+        sizes, the sizes are what they got wrong.
+        """
+        if self.allowed_sizes is None:
+            return []
+        problems = []
+        for side, limit_name, index in (("wider", "max_width", 0), ("taller", "max_height", 1)):
+            limit = getattr(self, limit_name)
+            over = frozenset(s for s in self.allowed_sizes if (s[index] or 0) > limit)
+            if not over:
+                continue
+            limit_var = f"{PREFIX}{limit_name.upper()}"
+            if was_set("allowed_sizes") or not was_set(limit_name):
+                problems.append(f"{PREFIX}ALLOWED_SIZES={shlex.quote(self.display('allowed_sizes'))}: "
+                                f"{_sizes(over)} {'is' if len(over) == 1 else 'are'} {side} than "
+                                f"{limit_var}={limit}")
+            else:
+                plural = "size" if len(over) == 1 else "sizes"
+                problems.append(f"{limit_var}={limit}: is smaller than the allowed {plural} {_sizes(over)} "
+                                f"(from the default RESIZE_ALLOWED_SIZES): raise it, or list the sizes you "
+                                f"want in RESIZE_ALLOWED_SIZES")
+        return problems
+
+
+def _sizes(sizes: frozenset[Size] | None) -> str:
+    """Sizes as the user writes them: ``200x200,400x,x200``, or ``*`` for any size."""
+    if sizes is None:
+        return "*"
+    ordered = sorted(sizes, key=lambda s: (s[0] is None, s[1] is None, s[0] or 0, s[1] or 0))
+    return ",".join(f"{w or ''}x{h or ''}" for w, h in ordered)
+
+
+def _bind_problem(bind: str) -> str | None:
+    """What is wrong with a gunicorn bind address, or None (``host:port``, ``[v6]:port``, ``unix:/path``, ``fd://N``)."""
+    example = "host:port, [IPv6]:port or unix:/path/to.sock"
+    if bind.startswith("unix:"):
+        return None if bind[5:] else f"needs a socket path: unix:/run/resize-server.sock"
+    if bind.startswith("fd://"):
+        return None if bind[5:].isdigit() else "fd:// needs a file descriptor number (fd://3)"
+    if bind.endswith("]") or ":" not in bind:
+        # gunicorn would silently bind port 8000 here.
+        return f"needs a port: write {bind or '127.0.0.1'}:8080 ({example})"
+    host, _, port = bind.rpartition(":")
+    if not host:
+        return f"needs a host: write 0.0.0.0:{port} (every interface) or 127.0.0.1:{port} (this machine only)"
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return f"an IPv6 address needs brackets: [{host}]:{port}"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"the port must be a number from 1 to 65535 ({example})"
+    return None
+
 
 def _convert(name: str, raw: Any, type_name: str) -> Any:
     if not isinstance(raw, str):
@@ -265,6 +373,11 @@ def _convert(name: str, raw: Any, type_name: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ValueError("must be true or false")
+    if type_name == "int | None":
+        # Empty means "the default" (a value derived from other settings).
+        type_name = "int" if raw else "None"
+        if not raw:
+            return None
     if type_name == "int":
         try:
             return int(raw)

@@ -153,6 +153,35 @@ class MethodNotAllowed(ResizeError):
         self.headers = {"Allow": allowed}
 
 
+# ---- causes of storage failures (appended for issue 8) -------------------------------------
+# The public message stays short and generic (the client learns nothing about our bucket or
+# keys); ``detail`` names the cause for the log line and the CLI.
+
+
+class UpstreamCredentials(UpstreamError):
+    """The AWS credentials are missing, unknown to S3, wrong or expired: not a missing permission."""
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No connection to the S3 endpoint (refused, DNS, TLS, proxy): ``detail`` names the URL."""
+
+
+class BucketNotFound(UpstreamError):
+    """RESIZE_BUCKET does not exist at the endpoint (a configuration fault, not a missing source)."""
+
+
+class PublicAccessBlocked(UpstreamAccessDenied):
+    """S3 Block Public Access (BlockPublicPolicy) refused the public-read bucket policy."""
+
+
+class PreconditionFailed(ResizeError):
+    """``If-Match`` / ``If-Unmodified-Since`` did not match: no body, no image cache headers."""
+
+    status = 412
+    public = "precondition failed"
+    log_level = logging.INFO
+
+
 class ResponseTooLarge(ResizeError):
     """A response API Gateway cannot carry (its 6 MB payload limit, after base64)."""
 

@@ -446,9 +446,10 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
     """
     metrics = metrics or Metrics()
     if storage is None:
-        from .storage.s3 import S3Storage, make_client
+        from .storage.s3 import S3Storage, make_client, make_probe_client
 
-        storage = S3Storage(make_client(settings), settings.bucket)
+        # /readyz uses its own one-attempt client, so it answers within RESIZE_READY_TIMEOUT.
+        storage = S3Storage(make_client(settings), settings.bucket, probe_client=make_probe_client(settings))
     if engine is None:
         from .imaging.wand_engine import WandEngine, configure_process
 

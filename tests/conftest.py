@@ -42,6 +42,19 @@ def aws_credentials(monkeypatch):
 
 
 @pytest.fixture
+def no_credentials(monkeypatch):
+    """No credentials anywhere in boto3's chain, and no instance-metadata lookup (that address is not loopback).
+
+    Not usable under moto's ``mock_aws``, which supplies credentials of its own.
+    """
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
 def settings() -> Settings:
     return Settings(bucket=BUCKET)
 

@@ -38,7 +38,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return error_response(exc.code or 500, (exc.name or "error").lower(), dict(exc.get_headers()) if exc.code == 405 else None)
+        # Werkzeug's own responses are HTML pages: keep only the headers that carry meaning
+        # (Allow on a 405), never its Content-Type.
+        headers = {name: value for name, value in exc.get_headers() if name.lower() == "allow"}
+        return error_response(exc.code or 500, (exc.name or "error").lower(), headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -7,6 +7,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
+from ..errors import PreconditionFailed
 from ..options import path_readings, src_readings
 
 bp = Blueprint("resize", __name__)
@@ -37,8 +38,15 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
+    """One HeadBucket with the probe client: answers within RESIZE_READY_TIMEOUT (one attempt, no retries).
+
+    Not for a load balancer's health check: an S3 blip would take every
+    instance out at once (the README says why); /healthz is for that.
+    """
     _service().storage.check()
-    return Response("ready\n", mimetype="text/plain")
+    response = Response("ready\n", mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/metrics")
@@ -62,6 +70,9 @@ def _serve(readings: list[str]) -> Response:
         response.headers["Server-Timing"] = ", ".join(
             f"{name.removesuffix('_ms')};dur={value}" for name, value in result.timings.items())
     response.make_conditional(request)
+    if response.status_code == 412:
+        # Werkzeug keeps the image body and its cache headers on a 412; HTTP wants an error.
+        raise PreconditionFailed(detail=f"{key}: If-Match/If-Unmodified-Since did not match {result.etag}")
     log.info("served", extra={"fields": {
         "key": key, "status": response.status_code, "source": result.source, "bytes": len(result.data),
         "ms": round((time.perf_counter() - started) * 1000, 1)}})

@@ -15,12 +15,31 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
+    ConnectionError as BotoConnectionError,
     ConnectTimeoutError,
-    EndpointConnectionError,
+    CredentialRetrievalError,
+    NoAuthTokenError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
+    SSOError,
+    TokenRetrievalError,
 )
 
-from ..errors import SourceNotFound, SourceTooLarge, UpstreamAccessDenied, UpstreamError, UpstreamTimeout
+from ..errors import (
+    BucketNotFound,
+    PublicAccessBlocked,
+    ResizeError,
+    SourceNotFound,
+    SourceTooLarge,
+    UpstreamAccessDenied,
+    UpstreamCredentials,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from .base import ListedObject, ObjectInfo, SourceObject, StoredObject
 
 log = logging.getLogger(__name__)
@@ -30,18 +49,22 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
-def make_client(settings, max_pool_connections: int = 32, credentials: dict | None = None):
+def make_client(settings, max_pool_connections: int = 32, credentials: dict | None = None, *,
+                timeout: float | None = None, attempts: int | None = None):
     """One S3 client for the process, with explicit timeouts and bounded retries.
 
     ``credentials`` (``aws_access_key_id``/``aws_secret_access_key``) are for
     local S3 servers with fixed keys; otherwise boto3's standard chain applies.
+    ``timeout`` (connect and read) and ``attempts`` override the settings, for
+    probes that must answer within a deadline (``make_probe_client``).
     """
     config = Config(
         region_name=settings.region,
-        connect_timeout=settings.s3_connect_timeout,
-        read_timeout=settings.s3_read_timeout,
+        connect_timeout=settings.s3_connect_timeout if timeout is None else timeout,
+        read_timeout=settings.s3_read_timeout if timeout is None else timeout,
         # total_max_attempts counts the first try; the "max_attempts" key would count retries only.
-        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": settings.s3_max_attempts if attempts is None else attempts,
+                 "mode": "standard"},
         max_pool_connections=max_pool_connections,
         # Checksums only where S3 requires them: S3-compatible local servers
         # (s3rver, older MinIO) do not understand aws-chunked trailers.
@@ -49,14 +72,30 @@ def make_client(settings, max_pool_connections: int = 32, credentials: dict | No
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
     )
-    session = boto3.session.Session(**(credentials or {}))
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
+    try:
+        session = boto3.session.Session(**(credentials or {}))
+        return session.client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
+    except BotoCoreError as exc:  # AWS_PROFILE naming a profile that does not exist, a broken ~/.aws/config
+        raise _translate(exc, "configure S3 client", "", settings.bucket) from None
+
+
+def make_probe_client(settings, credentials: dict | None = None):
+    """The client for readiness and start-up checks: ONE attempt, connect and read within RESIZE_READY_TIMEOUT.
+
+    The main client may take s3_max_attempts x (connect + read) timeouts (36 s
+    by default) to give up; a probe must answer before the load balancer or the
+    operator stops waiting.
+    """
+    return make_client(settings, max_pool_connections=2, credentials=credentials,
+                       timeout=settings.ready_timeout, attempts=1)
 
 
 class S3Storage:
-    def __init__(self, client, bucket: str):
+    def __init__(self, client, bucket: str, *, probe_client=None):
         self.client = client
         self.bucket = bucket
+        # check() uses the one-attempt, short-timeout client when there is one (see make_probe_client).
+        self.probe_client = probe_client
 
     def get(self, key: str, max_bytes: int) -> SourceObject:
         try:
@@ -73,7 +112,7 @@ class S3Storage:
             finally:
                 body.close()
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "GetObject", key, self.bucket) from None
+            raise self._error(exc, "GetObject", key) from None
         return SourceObject(data, response.get("ETag", ""), response.get("ContentType", ""),
                             response.get("Metadata") or {})
 
@@ -89,7 +128,7 @@ class S3Storage:
                 Metadata=obj.metadata,
             )
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "PutObject", obj.key, self.bucket) from None
+            raise self._error(exc, "PutObject", obj.key) from None
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -110,31 +149,67 @@ class S3Storage:
         notes = []
         try:
             self.client.put_bucket_website(Bucket=self.bucket, WebsiteConfiguration=website_configuration)
-            if policy is not None:
-                try:
-                    self.client.put_bucket_policy(Bucket=self.bucket, Policy=policy)
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") != "NotImplemented":
-                        raise
-                    notes.append("this S3 server does not implement bucket policies (s3rver's website is public)")
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "PutBucketWebsite/PutBucketPolicy", "", self.bucket) from None
+            raise self._error(exc, "PutBucketWebsite") from None
+        if policy is not None:
+            try:
+                self.client.put_bucket_policy(Bucket=self.bucket, Policy=policy)
+            except ClientError as exc:
+                if _code(exc) == "NotImplemented":
+                    notes.append("this S3 server does not implement bucket policies (s3rver's website is public)")
+                else:
+                    raise self._policy_error(exc) from None
+            except BotoCoreError as exc:
+                raise self._error(exc, "PutBucketPolicy") from None
         return notes
+
+    def _policy_error(self, exc: ClientError) -> ResizeError:
+        """A refused PutBucketPolicy: Block Public Access, when the bucket's settings say so, else as usual.
+
+        S3 reports Block Public Access as a plain AccessDenied (older endpoints
+        say only "Access Denied"), so the bucket's own setting is read to tell.
+        """
+        error = self._error(exc, "PutBucketPolicy")
+        if not isinstance(error, UpstreamAccessDenied) or isinstance(error, PublicAccessBlocked):
+            return error
+        try:
+            block = self.client.get_public_access_block(Bucket=self.bucket)["PublicAccessBlockConfiguration"]
+        except (ClientError, BotoCoreError):
+            return error  # no bucket-level setting, or not allowed to read it: the hint in the detail stands
+        if block.get("BlockPublicPolicy"):
+            return PublicAccessBlocked(detail=_blocked_detail(self.bucket, "the bucket's"))
+        return error
 
     def create_bucket(self) -> None:
         try:
             self.client.create_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "CreateBucket", "", self.bucket) from None
+            raise self._error(exc, "CreateBucket") from None
 
     def check(self) -> None:
+        """Raise the cause unless the bucket is reachable with these credentials (one HeadBucket).
+
+        A HEAD response has no body, so S3 answers a bad key, a wrong secret and
+        a missing permission alike with a bare 403 (a bad token with a bare
+        400).  Only then is one ListObjectsV2 sent, which needs the same
+        permission (s3:ListBucket) and carries the error code that tells them apart.
+        """
+        client = self.probe_client or self.client
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
+            return
         except (ClientError, BotoCoreError) as exc:
-            error = _translate(exc, "HeadBucket", "", self.bucket)
-            if isinstance(error, SourceNotFound):
-                error = UpstreamError("bucket not found", detail=f"bucket {self.bucket} does not exist")
-            raise error from None
+            error = self._error(exc, "HeadBucket")
+            if not (isinstance(exc, ClientError) and _code(exc) in ("400", "403")):
+                raise error from None
+        try:
+            client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "ListObjectsV2") from None
+        raise error from None  # the listing worked: keep what HEAD said
+
+    def _error(self, exc: Exception, operation: str, key: str = "") -> ResizeError:
+        return _translate(exc, operation, key, self.bucket, endpoint=self.client.meta.endpoint_url)
 
     def list(self, prefix: str = "") -> Iterator[ListedObject]:
         """Every object under ``prefix`` (ListObjectsV2, 1000 a page), in key order."""
@@ -144,13 +219,13 @@ class S3Storage:
                     yield ListedObject(item["Key"], item.get("Size", 0), item.get("ETag", ""),
                                        item.get("LastModified"))
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "ListObjectsV2", prefix, self.bucket) from None
+            raise self._error(exc, "ListObjectsV2", prefix) from None
 
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, "DeleteObject", key, self.bucket) from None
+            raise self._error(exc, "DeleteObject", key) from None
 
 
 def _read_capped(body, max_bytes: int, key: str) -> bytes:
@@ -170,25 +245,103 @@ def _read_capped(body, max_bytes: int, key: str) -> bytes:
         chunks.append(chunk)
 
 
-def _translate(exc: Exception, operation: str, key: str, bucket: str):
-    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
-        return UpstreamTimeout(detail=f"{operation} {key}: {exc}")
-    if isinstance(exc, EndpointConnectionError):
-        return UpstreamError(detail=f"{operation} {key}: {exc}")
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code == "NoSuchBucket":
-            return UpstreamError("bucket not found", detail=f"{operation} {key}: bucket {bucket} does not exist")
-        if code in _NOT_FOUND or status == 404:
-            return SourceNotFound(detail=f"{operation} {key}: {code}")
-        if code in _DENIED or status == 403:
-            action = "s3:" + ("ListBucket" if operation == "HeadBucket" else operation)
-            resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "")
-            hint = f"the server's credentials need {action} on {resource}"
-            if operation == "GetObject":
-                hint += f" (and s3:ListBucket on arn:aws:s3:::{bucket}, or missing keys are reported as 403)"
-            return UpstreamAccessDenied(detail=f"{operation} {key}: {code}: {hint}")
-        return UpstreamError(detail=f"{operation} {key}: {code or status}: {exc}")
-    return UpstreamError(detail=f"{operation} {key}: {type(exc).__name__}: {exc}")
+# S3 error codes that mean the credentials themselves are wrong; no permission is missing.
+_CREDENTIALS = {
+    "InvalidAccessKeyId": "the access key id{key_id} is not known to {endpoint}: it is mistyped, deleted, "
+                          "or for another account or endpoint (check AWS_ACCESS_KEY_ID, AWS_PROFILE or the role)",
+    "SignatureDoesNotMatch": "the secret access key does not match the access key id (check AWS_SECRET_ACCESS_KEY)",
+    "ExpiredToken": "the session token has expired (refresh the credentials: AWS_SESSION_TOKEN, aws sso login, "
+                    "the role's session)",
+    "TokenRefreshRequired": "the session token has expired (refresh the credentials)",
+    "InvalidToken": "the session token is malformed or invalid (check AWS_SESSION_TOKEN)",
+    "RequestTimeTooSkewed": "this machine's clock is too far from S3's for a signed request (fix the clock: NTP)",
+}
+_CREDENTIAL_EXCEPTIONS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, NoAuthTokenError,
+                          TokenRetrievalError, SSOError, ProfileNotFound)
+_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
+# The IAM action each operation needs, and whether it applies to the bucket or to the object.
+_ACTIONS = {
+    "GetObject": ("s3:GetObject", "object"),
+    "HeadObject": ("s3:GetObject", "object"),
+    "PutObject": ("s3:PutObject", "object"),
+    "DeleteObject": ("s3:DeleteObject", "object"),
+    "HeadBucket": ("s3:ListBucket", "bucket"),
+    "ListObjectsV2": ("s3:ListBucket", "bucket"),
+    "CreateBucket": ("s3:CreateBucket", "bucket"),
+    "PutBucketWebsite": ("s3:PutBucketWebsite", "bucket"),
+    "PutBucketPolicy": ("s3:PutBucketPolicy", "bucket"),
+    "GetPublicAccessBlock": ("s3:GetBucketPublicAccessBlock", "bucket"),
+}
+_BUCKET_OPERATIONS = {op for op, (_, scope) in _ACTIONS.items() if scope == "bucket"}
 
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _blocked_detail(bucket: str, whose: str) -> str:
+    return (f"PutBucketPolicy s3://{bucket}: S3 Block Public Access refuses the public-read bucket policy "
+            f"({whose} BlockPublicPolicy setting is on). Turn it off for this bucket "
+            f"(aws s3api put-public-access-block --bucket {bucket} --public-access-block-configuration "
+            f"BlockPublicPolicy=false,RestrictPublicBuckets=false) and check the account-level setting too")
+
+
+def _translate(exc: Exception, operation: str, key: str, bucket: str, *, endpoint: str | None = None) -> ResizeError:
+    """The one translation of botocore errors: a typed error whose ``detail`` names the cause.
+
+    Credentials problems (none found, unknown key, wrong secret, expired
+    token) are ``UpstreamCredentials``, never reported as a missing
+    permission; ``UpstreamAccessDenied`` names the IAM action and the ARN.
+    """
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    prefix = f"{operation} {where}"
+    endpoint_name = endpoint or "S3"
+    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
+        return UpstreamTimeout(detail=f"{prefix}: {exc}")
+    if isinstance(exc, NoCredentialsError):
+        return UpstreamCredentials(detail=(
+            f"{prefix}: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+            f"AWS_PROFILE, or run with an instance role)"))
+    if isinstance(exc, _CREDENTIAL_EXCEPTIONS):
+        return UpstreamCredentials(detail=f"{prefix}: AWS credentials: {exc}")
+    if isinstance(exc, (BotoConnectionError, ConnectionClosedError)):
+        url = getattr(exc, "kwargs", {}).get("endpoint_url") or endpoint_name
+        return UpstreamUnreachable(detail=f"{prefix}: cannot reach the S3 endpoint {url}: {exc}")
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        error = exc.response.get("Error", {})
+        message = str(error.get("Message", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _CREDENTIALS:
+            key_id = f" {error['AWSAccessKeyId']}" if error.get("AWSAccessKeyId") else ""
+            cause = _CREDENTIALS[code].format(key_id=key_id, endpoint=endpoint_name)
+            return UpstreamCredentials(detail=f"{prefix}: {code}: {cause}")
+        if code == "NoSuchBucket" or (operation in _BUCKET_OPERATIONS and (code == "404" or status == 404)):
+            return BucketNotFound(detail=(
+                f"{prefix}: bucket {bucket!r} does not exist at {endpoint_name} "
+                f"(check RESIZE_BUCKET, RESIZE_S3_ENDPOINT_URL and RESIZE_REGION)"))
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return SourceNotFound(detail=f"{prefix}: {code}")
+        if operation == "PutBucketPolicy" and ("public policies are blocked" in message.lower()
+                                               or "blockpublicpolicy" in message.lower()):
+            return PublicAccessBlocked(detail=_blocked_detail(bucket, "the bucket's or the account's"))
+        if code in _DENIED or status == 403:
+            return UpstreamAccessDenied(detail=f"{prefix}: {code}: {_denied_hint(operation, key, bucket, code, message)}")
+        return UpstreamError(detail=f"{prefix}: {code or status}: {message or exc}")
+    return UpstreamError(detail=f"{prefix}: {type(exc).__name__}: {exc}")
+
+
+def _denied_hint(operation: str, key: str, bucket: str, code: str, message: str) -> str:
+    action, scope = _ACTIONS.get(operation, ("s3:" + operation, "bucket"))
+    resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if scope == "object" and key else "")
+    hint = f"the credentials were accepted but lack {action} on {resource}"
+    if operation == "GetObject":
+        hint += f" (and s3:ListBucket on arn:aws:s3:::{bucket}, or missing keys are reported as 403)"
+    if operation == "PutBucketPolicy":
+        hint += " (or S3 Block Public Access refuses public policies: check the bucket's and the account's setting)"
+    if code in ("400", "403"):
+        # A HEAD response carries no error code: S3 says 403 alike for a missing permission and bad credentials.
+        hint = f"S3 gave no reason ({code} to a HEAD request): either {hint}, or the credentials are wrong"
+    if message and message not in ("Access Denied", "Forbidden", "Bad Request"):
+        hint += f"; S3 says: {message}"
+    return hint

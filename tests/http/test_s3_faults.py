@@ -78,11 +78,11 @@ def object_response(url: str, raw: FakeRaw, content_length: int | None) -> AWSRe
 class Injector:
     """Records every attempt of one operation on ``key`` and answers it with ``fault(request, attempt)``.
 
-    Requests for other keys (the server also reads the derived key, to serve it
-    if it is already stored) go through untouched.
+    With ``key``, requests for other keys go through untouched (the server also
+    reads the derived key, to serve it if it is already stored).
     """
 
-    def __init__(self, client, operation: str, fault, key: str | None = KEY):
+    def __init__(self, client, operation: str, fault, key: str | None = None):
         self.calls: list[str] = []
         self.fault = fault
         self.path = "/" + key if key else None
@@ -93,6 +93,11 @@ class Injector:
             return None
         self.calls.append(request.url)
         return self.fault(request, len(self.calls))
+
+
+def SourceInjector(client, operation, fault):
+    """An Injector for the source key only."""
+    return Injector(client, operation, fault, key=KEY)
 
 
 @pytest.fixture
@@ -120,7 +125,7 @@ def test_read_timeout_is_504_after_every_attempt(client, service, s3, earth):
     def timeout(request, attempt):
         raise ReadTimeoutError(endpoint_url=request.url)
 
-    injected = Injector(s3, "GetObject", timeout)
+    injected = SourceInjector(s3, "GetObject", timeout)
     response = client.get(URL)
     assert_refused(response, 504, "storage backend timed out")
     assert len(injected.calls) == service.settings.s3_max_attempts == 3
@@ -135,7 +140,7 @@ def test_connect_timeout_is_504_after_the_configured_attempts(s3, earth):
     def timeout(request, attempt):
         raise ConnectTimeoutError(endpoint_url=request.url)
 
-    injected = Injector(client, "GetObject", timeout)
+    injected = SourceInjector(client, "GetObject", timeout)
     app = create_app(settings, storage=S3Storage(client, BUCKET))
     response = app.test_client().get(URL)
     assert_refused(response, 504, "storage backend timed out")
@@ -146,7 +151,7 @@ def test_connect_timeout_is_504_after_the_configured_attempts(s3, earth):
 
 
 def test_internal_error_on_every_attempt_is_502(client, service, s3, earth):
-    injected = Injector(s3, "GetObject",
+    injected = SourceInjector(s3, "GetObject",
                         lambda request, attempt: error_response(request.url, 500, "InternalError", "We encountered an internal error. Please try again."))
     response = client.get(URL)
     assert_refused(response, 502, "storage backend error")
@@ -160,7 +165,7 @@ def test_one_internal_error_then_success_is_retried(client, service, s3, earth):
             return error_response(request.url, 500, "InternalError", "We encountered an internal error.")
         return None  # moto answers
 
-    injected = Injector(s3, "GetObject", once)
+    injected = SourceInjector(s3, "GetObject", once)
     response = client.get(URL)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert dimensions(response.data) == ("JPEG", 200, 133)
@@ -170,7 +175,7 @@ def test_one_internal_error_then_success_is_retried(client, service, s3, earth):
 
 
 def test_access_denied_is_502_and_the_log_names_the_permission(client, s3, earth, caplog):
-    injected = Injector(s3, "GetObject", lambda request, attempt: error_response(request.url, 403, "AccessDenied", "Access Denied"))
+    injected = SourceInjector(s3, "GetObject", lambda request, attempt: error_response(request.url, 403, "AccessDenied", "Access Denied"))
     with caplog.at_level(logging.INFO, logger="resize_server"):
         response = client.get(URL)
     assert_refused(response, 502, "storage backend denied access")
@@ -188,7 +193,7 @@ def test_access_denied_is_502_and_the_log_names_the_permission(client, s3, earth
 
 def test_no_such_key_from_s3_is_404(client, s3, earth):
     # The object exists in moto: only the injected answer says it does not.
-    injected = Injector(s3, "GetObject",
+    injected = SourceInjector(s3, "GetObject",
                         lambda request, attempt: error_response(request.url, 404, "NoSuchKey", "The specified key does not exist."))
     response = client.get(URL)
     assert_refused(response, 404, "source image not found")
@@ -196,7 +201,7 @@ def test_no_such_key_from_s3_is_404(client, s3, earth):
 
 
 def test_readiness_reports_denied_head_bucket(client, s3, caplog):
-    Injector(s3, "HeadBucket", lambda request, attempt: AWSResponse(request.url, 403, {}, FakeRaw(b"")), key=None)
+    Injector(s3, "HeadBucket", lambda request, attempt: AWSResponse(request.url, 403, {}, FakeRaw(b"")))
     with caplog.at_level(logging.INFO, logger="resize_server"):
         response = client.get("/readyz")
     assert_refused(response, 502, "storage backend denied access")
@@ -241,7 +246,7 @@ def test_body_shorter_than_its_content_length_is_502(client, service, s3, earth)
         raws.append(FakeRaw(cut))
         return object_response(request.url, raws[-1], content_length=len(earth))
 
-    Injector(s3, "GetObject", short)
+    SourceInjector(s3, "GetObject", short)
     response = client.get(URL)
     assert_refused(response, 502, "storage backend error")
     assert raws and all(raw.closed for raw in raws)  # the connection is given back
@@ -255,7 +260,7 @@ def test_body_shorter_than_its_content_length_is_502(client, service, s3, earth)
 ])
 def test_connection_dropping_mid_body(client, s3, earth, error, status, message):
     """urllib3 reports a reset or stalled connection while the body streams: never a 500."""
-    Injector(s3, "GetObject", lambda request, attempt: object_response(
+    SourceInjector(s3, "GetObject", lambda request, attempt: object_response(
         request.url, FakeRaw(earth, fail_after=100_000, fail_with=error), content_length=len(earth)))
     response = client.get(URL)
     assert response.status_code != 500
@@ -272,7 +277,7 @@ def test_body_over_the_byte_limit_without_content_length_is_413(s3, storage, ear
         raws.append(FakeRaw(body))
         return object_response(request.url, raws[-1], content_length=None)
 
-    Injector(s3, "GetObject", unsized)
+    SourceInjector(s3, "GetObject", unsized)
     response = app.test_client().get(URL)
     assert_refused(response, 413, "source is larger than RESIZE_MAX_SOURCE_BYTES=1000000")
     assert len(raws) == 1 and raws[0].closed

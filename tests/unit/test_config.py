@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 
@@ -144,3 +145,89 @@ def test_unparseable_and_invalid_variables_are_named_in_one_error():
     with pytest.raises(ConfigError) as info:
         load({"RESIZE_JPEG_QUALITY": "abc", "RESIZE_STORAGE_CLASS": "CHEAP", "RESIZE_MAX_WIDTH": "-1"})
     assert {"RESIZE_BUCKET", "RESIZE_JPEG_QUALITY", "RESIZE_STORAGE_CLASS", "RESIZE_MAX_WIDTH"} <= named(info.value)
+
+
+# ---- messages in the user's own terms (issue 8) ----------------------------------------------------
+
+
+def problems_of(env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load({"RESIZE_BUCKET": "b", **env})
+    return [line.strip() for line in str(info.value).splitlines()[1:]]
+
+
+@pytest.mark.parametrize("env, expected", [
+    # The user lowered the maximum: the maximum is what conflicts with the (default) sizes.
+    ({"RESIZE_MAX_WIDTH": "500"},
+     ["RESIZE_MAX_WIDTH=500: is smaller than the allowed sizes 800x800,1024x1024 (from the default "
+      "RESIZE_ALLOWED_SIZES): raise it, or list the sizes you want in RESIZE_ALLOWED_SIZES"]),
+    ({"RESIZE_MAX_HEIGHT": "900"},
+     ["RESIZE_MAX_HEIGHT=900: is smaller than the allowed size 1024x1024 (from the default RESIZE_ALLOWED_SIZES): "
+      "raise it, or list the sizes you want in RESIZE_ALLOWED_SIZES"]),
+    # The user listed sizes: the sizes are what is wrong, printed as written.
+    ({"RESIZE_ALLOWED_SIZES": "200x200,x200,3000x"}, ["RESIZE_ALLOWED_SIZES=200x200,3000x,x200: 3000x is wider than RESIZE_MAX_WIDTH=2048"]),
+    ({"RESIZE_ALLOWED_SIZES": "200x200,900x900", "RESIZE_MAX_WIDTH": "500", "RESIZE_MAX_HEIGHT": "600"},
+     ["RESIZE_ALLOWED_SIZES=200x200,900x900: 900x900 is wider than RESIZE_MAX_WIDTH=500",
+      "RESIZE_ALLOWED_SIZES=200x200,900x900: 900x900 is taller than RESIZE_MAX_HEIGHT=600"]),
+    ({"RESIZE_WORKERS": "abc"}, ["RESIZE_WORKERS='abc': must be a whole number"]),
+    ({"RESIZE_THREADS": "-2"}, ["RESIZE_THREADS=-2: must be at least 1"]),
+    ({"RESIZE_READY_TIMEOUT": "0"}, ["RESIZE_READY_TIMEOUT=0: must be a positive number of seconds"]),
+    ({"RESIZE_STARTUP_CHECK": "sometimes"}, ["RESIZE_STARTUP_CHECK='sometimes': must be true or false"]),
+    ({"RESIZE_SOURCE_PREFIXES": "/samples"}, ["RESIZE_SOURCE_PREFIXES=/samples: no S3 key starts with '/': write samples/"]),
+    ({"RESIZE_SOURCE_PREFIXES": "public/,/samples/"},
+     ["RESIZE_SOURCE_PREFIXES=public/,/samples/: no S3 key starts with '/': write public/,samples/"]),
+])
+def test_problem_lines_in_the_users_terms(env, expected):
+    assert problems_of(env) == expected
+
+
+@pytest.mark.parametrize("bind, message", [
+    ("localhost", "needs a port: write localhost:8080"),
+    ("0.0.0.0", "needs a port: write 0.0.0.0:8080"),
+    ("[::1]", "needs a port: write [::1]:8080"),
+    (":8080", "needs a host: write 0.0.0.0:8080"),
+    ("localhost:http", "the port must be a number from 1 to 65535"),
+    ("127.0.0.1:70000", "the port must be a number from 1 to 65535"),
+    ("::1:8080", "an IPv6 address needs brackets: [::1]:8080"),
+    ("unix:", "needs a socket path"),
+])
+def test_bad_bind_addresses(bind, message):
+    (line,) = problems_of({"RESIZE_BIND": bind})
+    assert line.startswith(f"RESIZE_BIND={shlex.quote(bind)}: {message}")
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:8080", "0.0.0.0:80", "localhost:8000", "[::]:8080", "[::1]:1",
+                                  "unix:/run/resize-server.sock", "fd://3", "resize.internal:65535"])
+def test_good_bind_addresses(bind):
+    assert load({"RESIZE_BUCKET": "b", "RESIZE_BIND": bind}).bind == bind
+
+
+def test_gunicorn_and_readiness_settings():
+    s = load({"RESIZE_BUCKET": "b", "RESIZE_RENDER_CONCURRENCY": "3", "RESIZE_QUEUE_SIZE": "5"})
+    assert (s.bind, s.workers, s.threads) == ("127.0.0.1:8080", None, None)
+    assert (s.gunicorn_workers, s.gunicorn_threads) == (3, 3 + 5 + 4)  # follow the render settings by default
+    assert (s.startup_check, s.ready_timeout) == (True, 3.0)
+    s = load({"RESIZE_BUCKET": "b", "RESIZE_WORKERS": "4", "RESIZE_THREADS": "32", "RESIZE_BIND": "0.0.0.0:80",
+              "RESIZE_STARTUP_CHECK": "false", "RESIZE_READY_TIMEOUT": "0.5"})
+    assert (s.gunicorn_workers, s.gunicorn_threads, s.bind, s.startup_check, s.ready_timeout) == (4, 32, "0.0.0.0:80", False, 0.5)
+    assert load({"RESIZE_BUCKET": "b", "RESIZE_WORKERS": ""}).workers is None  # empty: the default
+
+
+@pytest.mark.parametrize("name, value, shown", [
+    ("allowed_sizes", "*", "*"),
+    ("allowed_sizes", "x200, 200x200,200x", "200x200,200x,x200"),
+    ("upscale", "yes", "true"),
+    ("s3_read_timeout", "10", "10"),
+    ("s3_read_timeout", "2.5", "2.5"),
+    ("workers", "3", "3"),
+])
+def test_values_display_as_written(name, value, shown):
+    s = Settings.from_env({"RESIZE_BUCKET": "b", f"RESIZE_{name.upper()}": value})
+    assert s.display(name) == shown
+
+
+def test_no_python_internals_in_any_message():
+    text = "\n".join(problems_of({"RESIZE_ALLOWED_SIZES": "50x50,x3000", "RESIZE_MAX_HEIGHT": "100",
+                                  "RESIZE_UPSCALE": "maybe", "RESIZE_REDIS_URL": "http://x"}))
+    for leak in ("frozenset", "None", "(50, 50)", "True", "False"):
+        assert leak not in text
