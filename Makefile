@@ -22,12 +22,14 @@ bench: deps
 deps: system-deps python-deps node-deps
 
 # System packages: the MagickWand library, redis-server and nginx (tests, local stack), curl,
+# systemd-analyze (tests/deploy checks the units in deploy/),
 # Node.js and npm (s3rver), and python3-venv (Debian's python3 has no ensurepip without it).
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libMagickWand-6.Q16.so' || missing="$$missing magickwand"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || missing="$$missing nginx"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
@@ -61,7 +63,7 @@ node_modules/.installed: package-lock.json
 # Regenerate the Python lock after changing setup.cfg ranges.
 lock:
 	rm -rf /tmp/resize-lock-venv && $(PYTHON) -m venv /tmp/resize-lock-venv
-	/tmp/resize-lock-venv/bin/pip install -q '.[test]'
+	/tmp/resize-lock-venv/bin/pip install -q '.[test,lambda]'
 	/tmp/resize-lock-venv/bin/pip freeze --exclude resize-server | grep -v '^-e' > constraints.txt
 
 clean:

@@ -117,6 +117,24 @@ def setup_bucket(host: str, protocol: str, rules: Path | None, policy: Path | No
     click.echo(f"bucket {settings.bucket}: website redirects missing keys to {protocol}://{host}/resize.php?src=<key>")
 
 
+@main.command()
+@click.option("--host", default=None, help="host[:port] the bucket should redirect to (default RESIZE_PUBLIC_HOST)")
+@click.option("--protocol", type=click.Choice(["http", "https"]), default=None,
+              help="also check the redirects' protocol")
+@click.option("--probe-source", default=None, metavar="KEY",
+              help="an original image to read (default: the first one listed in the bucket)")
+@click.option("--queue-url", default=None, help="the SQS queue of the event worker (default RESIZE_QUEUE_URL)")
+def doctor(host: str | None, protocol: str | None, probe_source: str | None, queue_url: str | None) -> None:
+    """Check configuration, credentials, bucket, website redirects, policy, S3 read/write, ImageMagick
+    policy, Redis and the queue; print each with its fix; exit 1 if any check fails."""
+    from .doctor import Doctor
+
+    checks = Doctor(host=host, protocol=protocol, probe_source=probe_source, queue_url=queue_url)
+    checks.run()
+    click.echo(checks.report())
+    sys.exit(1 if checks.failed else 0)
+
+
 # ---- pre-generation: the SQS worker, backfill, warm-up and pruning ----------------------------
 
 

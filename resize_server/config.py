@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .limits import SourceLimits
-from .presets import Catalog, Operations, Size, format_presets, format_sizes, parse_presets, parse_sizes
+from .presets import Catalog, Operations, Size, format_presets, parse_presets, parse_sizes
 
 STORAGE_CLASSES = (
     "STANDARD",
@@ -99,6 +99,8 @@ class Settings:
     bind: str = "127.0.0.1:8080"
     workers: int | None = None  # default: RESIZE_RENDER_CONCURRENCY
     threads: int | None = None  # default: render slots + waiting room + 4
+    # host[:port] clients are redirected to (the load balancer): `resize-server doctor` checks the RoutingRules.
+    public_host: str = ""
 
     # ---- derived views -------------------------------------------------
 
@@ -256,6 +258,8 @@ class Settings:
             value = getattr(self, name)
             if value and not value.startswith(("http://", "https://")):
                 bad(name, "must start with http:// or https://")
+        if self.public_host and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", self.public_host):
+            bad("public_host", "must be host or host:port, without scheme or path")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
         problems += self._rendering_problems()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -152,7 +153,8 @@ class StoreQueue:
                 self.queued_bytes += size
         if fits:
             try:
-                self._queue.put_nowait(item)
+                # The submitter's context goes along, so the store's log lines carry its request id.
+                self._queue.put_nowait((contextvars.copy_context(), item))
                 return True
             except queue.Full:
                 with self._bytes_lock:
@@ -172,9 +174,9 @@ class StoreQueue:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            context, item = self._queue.get()
             try:
-                self._store(item)
+                context.run(self._store, item)
             except Exception:  # the store function logs its own failures; never let the thread die
                 log.exception("store worker failed")
             finally:

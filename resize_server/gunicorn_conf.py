@@ -57,3 +57,39 @@ def worker_exit(server, worker):
     if service is not None:
         drained = service.drain(timeout=20)
         server.log.info("store queue drained" if drained else "store queue NOT drained before timeout")
+
+
+# ---- Prometheus multiprocess mode (metrics helper; see resize_server/metrics.py) ----
+# Each worker writes its metrics to files in one directory and a scrape of any
+# worker merges them all.  The directory: PROMETHEUS_MULTIPROC_DIR if set, else
+# systemd's RuntimeDirectory ($RUNTIME_DIRECTORY/prometheus, removed by systemd
+# when the service stops), else <tmp>/resize-server-prometheus-<bind>.  It is
+# emptied when the server starts (old files would add a previous run's counts)
+# and, unless it was given, removed when the master exits.  It must be set here,
+# in the master, before any worker imports prometheus_client.
+from resize_server import metrics as _metrics  # noqa: E402  (imports no prometheus_client itself)
+
+_prometheus_dir, _prometheus_dir_given = _metrics.choose_multiprocess_dir(bind)
+os.environ[_metrics.MULTIPROC_ENV] = str(_prometheus_dir)
+
+
+def on_starting(server):
+    _metrics.reset_multiprocess_dir(_prometheus_dir)
+    server.log.info("prometheus multiprocess dir: %s", _prometheus_dir)
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (render occupancy, queue depth) leave the sums; its counts stay,
+    folded into one archive file so recycled workers do not pile up files."""
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, str(_prometheus_dir))
+        _metrics.compact_dead_process(_prometheus_dir, worker.pid)
+    except Exception:  # metrics bookkeeping must never take the master down
+        server.log.exception("could not fold worker %s's metrics into the archive", worker.pid)
+
+
+def on_exit(server):
+    if not _prometheus_dir_given:
+        _metrics.remove_multiprocess_dir(_prometheus_dir)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Sequence
 from urllib.parse import quote
 
+from . import logs
 from .config import Settings
 from .coordination import CoordinatorUnavailable
 from .errors import (CorruptImage, NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound,
@@ -20,7 +21,7 @@ from .errors import (CorruptImage, NotADerivedKey, OutsideSourcePrefixes, Resize
 from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
 from .imaging.base import Engine, Job
 from .imaging.geometry import plan as make_plan
-from .metrics import Metrics
+from .metrics import Metrics, instrument_storage
 from .options import FORMAT_BY_EXTENSION, RenderRequest, is_derived_key, parse_key
 from .presets import CONTENT_TYPES, EXTENSION_FOR_FORMAT, Operations
 from .sniff import ImageHeader, is_complete
@@ -86,6 +87,7 @@ class ResizeService:
                                            thread_name_prefix="derived-read")
         self.metrics.gauge("render_active", lambda: self.gate.active)
         self.metrics.gauge("render_waiting", lambda: self.gate.waiting)
+        self.metrics.gauge("render_slots", lambda: self.gate.size)
         self.metrics.gauge("store_queue_pending", self.store_queue.pending)
 
     # ---- parsing and policing (no I/O) ---------------------------------------------
@@ -132,9 +134,11 @@ class ResizeService:
                 first_error = first_error or exc
         if not requests:
             raise first_error  # type: ignore[misc]
+        started = time.perf_counter()
         result, shared = self.flight.do(requests[0].key, lambda: self._lead(requests))
         if shared:
             self.metrics.inc("singleflight_shared_total")
+            self.metrics.observe("singleflight_wait_seconds", time.perf_counter() - started)
             return replace(result, source="shared")
         return result
 
@@ -167,6 +171,8 @@ class ResizeService:
             t2 = time.perf_counter()
         timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
         self.metrics.inc("renders_total", format=matched.format)
+        self.metrics.observe("render_duration_seconds", t2 - t1, format=matched.format)
+        self.metrics.observe("source_bytes", len(source.data))
         partial = not is_complete(source.data, header.format)
         return Result(
             data=rendered.data,
@@ -220,6 +226,7 @@ class ResizeService:
             rendered = self.engine.render(data, header, self._plan(header, ops), fmt)
             t1 = time.perf_counter()
         self.metrics.inc("renders_total", format=fmt)
+        self.metrics.observe("render_duration_seconds", t1 - t0, format=fmt)
         return Result(rendered.data, CONTENT_TYPES[fmt], _etag(rendered.data), rendered.width, rendered.height,
                       timings={"render_ms": round((t1 - t0) * 1000, 1)},
                       partial=not is_complete(data, header.format))
@@ -295,10 +302,15 @@ class ResizeService:
             if fmt not in self.formats:
                 raise UnsupportedFormat(f"{fmt} output is not supported by this server")
             jobs.append(Job(self._plan(header, ops), fmt))
+        self.metrics.observe("source_bytes", len(source.data))
         with self.gate.slot():
+            t0 = time.perf_counter()
             rendered = self.engine.render_many(source.data, header, jobs)
+            elapsed = time.perf_counter() - t0
         for (name, dest_bucket, dest_key), out in zip(targets, rendered):
             self.metrics.inc("renders_total", format=out.format)
+            # One decode feeds every output: each output is charged its share of the time.
+            self.metrics.observe("render_duration_seconds", elapsed / len(rendered), format=out.format)
             obj = self._stored_object(dest_key, out.data, CONTENT_TYPES[out.format], key, etag,
                                       self.catalog.preset(name))
             self.storage.for_bucket(dest_bucket).put(obj)
@@ -358,13 +370,21 @@ class ResizeService:
 
     def _wait_for_other_instance(self, request: RenderRequest) -> Result | None:
         """Another instance holds the lock: wait until it has stored the image, then read that."""
-        deadline = time.monotonic() + self.settings.redis_wait
-        while self.coordinator.state(request.key) == "rendering":
-            if time.monotonic() > deadline:
-                log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
-                return None
-            time.sleep(0.05)
-        return self._read_stored(request)
+        started = time.monotonic()
+        deadline = started + self.settings.redis_wait
+        outcome = "unavailable"  # Redis failed while we waited (CoordinatorUnavailable)
+        try:
+            while self.coordinator.state(request.key) == "rendering":
+                if time.monotonic() > deadline:
+                    outcome = "timeout"
+                    log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
+                    return None
+                time.sleep(0.05)
+            stored = self._read_stored(request)
+            outcome = "stored" if stored is not None else "not_stored"
+            return stored
+        finally:
+            self.metrics.observe("redis_lock_wait_seconds", time.monotonic() - started, outcome=outcome)
 
     def _read_stored(self, request: RenderRequest) -> Result | None:
         """The derived image as stored in S3, or None (then it is rendered here)."""
@@ -418,10 +438,12 @@ class ResizeService:
                                                  "ms": round((time.perf_counter() - t0) * 1000, 1)}})
         except ResizeError as exc:
             self.metrics.inc("store_failures_total")
+            logs.note(store_failed=True)  # an inline store: the request's own line says store-failed
             log.error("store failed; the client was still served", extra={"fields": {
                 "key": item.obj.key, "error": type(exc).__name__, "detail": exc.detail}})
         except Exception:
             self.metrics.inc("store_failures_total")
+            logs.note(store_failed=True)
             log.exception("store failed unexpectedly", extra={"fields": {"key": item.obj.key}})
         finally:
             if item.recent is not None:
@@ -460,6 +482,8 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
         from .coordination import RedisCoordinator
 
         coordinator = RedisCoordinator.from_url(settings.redis_url, settings.redis_lock_ms, metrics=metrics)
+    # S3 latency and errors by kind are measured around every storage call.
+    storage = instrument_storage(storage, metrics)
     return ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics, formats=formats)
 
 

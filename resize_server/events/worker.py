@@ -110,7 +110,7 @@ class Worker:
                 try:
                     messages = self.queue.receive(free, self.wait_seconds, self.visibility_timeout)
                 except ResizeError as exc:
-                    self.service.metrics.inc("queue_errors_total", operation="receive")
+                    self.service.metrics.inc("worker_queue_errors_total", operation="receive")
                     log.error("receive failed; retrying", extra={"fields": {
                         "error": type(exc).__name__, "detail": exc.detail}})
                     self.stopping.wait(self.receive_backoff)
@@ -126,7 +126,7 @@ class Worker:
                     for message in messages:
                         self._inflight[message.id] = _InFlight(message, now + self.visibility_timeout)
                 self._count(received=len(messages))
-                self.service.metrics.inc("queue_messages_received_total", len(messages))
+                self.service.metrics.inc("worker_messages_received_total", len(messages))
                 for message in messages:
                     pool.submit(self._work, message)
         finally:
@@ -160,18 +160,20 @@ class Worker:
             self._count(rendered=outcome.rendered)
             if outcome.retry:
                 self._count(left_for_retry=1)
-                self.service.metrics.inc("queue_messages_retried_total")
+                self.service.metrics.inc("worker_messages_total", outcome="failed")  # left for redelivery
                 return
             try:
                 self.queue.delete(message)
             except ResizeError as exc:
                 # It comes back and is skipped then (its outputs are stored, same source ETag).
-                self.service.metrics.inc("queue_errors_total", operation="delete")
+                self.service.metrics.inc("worker_queue_errors_total", operation="delete")
                 log.error("delete failed; the message will be redelivered", extra={"fields": {
                     "message_id": message.id, "error": type(exc).__name__, "detail": exc.detail}})
                 return
-            self._count(deleted=1, dropped=int(bool(outcome.permanent) and not outcome.rendered))
-            self.service.metrics.inc("queue_messages_deleted_total")
+            dropped = bool(outcome.permanent) and not outcome.rendered
+            self._count(deleted=1, dropped=int(dropped))
+            # "dead_lettered": deleted as permanently bad (it would only cycle into the DLQ).
+            self.service.metrics.inc("worker_messages_total", outcome="dead_lettered" if dropped else "processed")
         except Exception:
             log.exception("message handling failed; left for redelivery", extra={"fields": {
                 "message_id": message.id}})
@@ -198,7 +200,7 @@ class Worker:
             try:
                 failed = set(self.queue.extend([f.message for f in due], self.visibility_timeout))
             except ResizeError as exc:
-                self.service.metrics.inc("queue_errors_total", operation="change_visibility")
+                self.service.metrics.inc("worker_queue_errors_total", operation="change_visibility")
                 log.error("visibility extension failed", extra={"fields": {
                     "error": type(exc).__name__, "detail": exc.detail}})
                 continue
@@ -208,7 +210,7 @@ class Worker:
                         f.visible_until = now + self.visibility_timeout
             extended = len(due) - len(failed)
             if extended:
-                self.service.metrics.inc("queue_visibility_extended_total", extended)
+                self.service.metrics.inc("worker_visibility_extended_total", extended)
             if failed:
                 log.warning("visibility extension refused (message may be handled twice; renders are "
                             "idempotent)", extra={"fields": {"message_ids": sorted(failed)}})

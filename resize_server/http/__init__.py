@@ -21,7 +21,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
     """
     from .. import logs
     from ..service import build_service
-    from . import errors, transform, views
+    from . import errors, requestlog, transform, views
 
     if settings is None:
         settings = Settings.from_env()
@@ -35,4 +35,5 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, *, storage=
     app.register_blueprint(transform.bp)  # before views: its /transform wins over the catch-all key route
     app.register_blueprint(views.bp)
     errors.register(app)
+    requestlog.install(app)  # after the error handlers: it notes their error class
     return app

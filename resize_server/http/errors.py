@@ -31,9 +31,7 @@ def register(app: Flask) -> None:
     def resize_error(exc: ResizeError) -> Response:
         service = app.extensions["resize"]
         service.metrics.inc("errors_total", status=str(exc.status))
-        log.log(exc.log_level, exc.public, extra={"fields": {
-            "path": request.full_path.rstrip("?"), "status": exc.status,
-            "error": type(exc).__name__, "detail": exc.detail}})
+        # Logged once, on the request's own line (http/requestlog.py): error class, detail, exc.log_level.
         return error_response(exc.status, exc.public, exc.headers, parameter=exc.parameter)
 
     @app.errorhandler(HTTPException)

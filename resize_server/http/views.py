@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import time
-
 from flask import Blueprint, Response, current_app, request
 
 from ..errors import PreconditionFailed
+from .. import logs
 from ..options import path_readings, src_readings
 
 bp = Blueprint("resize", __name__)
-log = logging.getLogger("resize_server.http")
+# Result.source -> the request log's outcome.
+OUTCOMES = {"render": "rendered", "shared": "shared", "stored": "stored-by-other"}
 
 
 def _service():
@@ -51,15 +50,18 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(_service().metrics.render(), mimetype="text/plain; version=0.0.4")
+    metrics = _service().metrics
+    response = Response(metrics.render(), content_type=metrics.content_type)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _serve(readings: list[str]) -> Response:
     """``readings``: the ways the request may name its key, most likely first (see options.src_readings)."""
-    started = time.perf_counter()
     service = _service()
+    logs.note(key=readings[0] if readings else "")
     result = service.resize_key(readings)
-    key = result.key or readings[0]
+    logs.note(key=result.key or readings[0])
     response = Response(result.data, mimetype=result.content_type)
     # A partial image (truncated original) is cached briefly: the upload may be fixed.
     response.headers["Cache-Control"] = (service.settings.partial_cache_control if result.partial
@@ -72,8 +74,11 @@ def _serve(readings: list[str]) -> Response:
     response.make_conditional(request)
     if response.status_code == 412:
         # Werkzeug keeps the image body and its cache headers on a 412; HTTP wants an error.
-        raise PreconditionFailed(detail=f"{key}: If-Match/If-Unmodified-Since did not match {result.etag}")
-    log.info("served", extra={"fields": {
-        "key": key, "status": response.status_code, "source": result.source, "bytes": len(result.data),
-        "ms": round((time.perf_counter() - started) * 1000, 1)}})
+        raise PreconditionFailed(detail=f"{result.key}: If-Match/If-Unmodified-Since did not match {result.etag}")
+    # The one log line per request is written by requestlog.py; these are its fields.
+    logs.note(outcome=OUTCOMES.get(result.source, result.source), **(result.timings or {}))
+    if result.partial:
+        logs.note(partial=True)
+    if result.width:
+        logs.note(size=f"{result.width}x{result.height}")
     return response

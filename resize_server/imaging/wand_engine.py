@@ -262,3 +262,34 @@ def _sharpen(engine: WandEngine, img: Image, job: Job) -> None:
 
 
 _STEPS = (_crop_source, _rotate_and_mirror, _resize, _fill_crop, _pad, _grayscale, _blur, _sharpen)
+
+
+# ---- The ImageMagick policy in force (for `resize-server doctor`) ----------
+
+# MagickCore's PolicyDomain and PolicyRights enums (policy.h, the same in 6 and 7).
+_CODER_POLICY_DOMAIN = 1
+_READ_RIGHTS, _WRITE_RIGHTS = 1, 2
+_REPORTED_LIMITS = ("memory", "map", "disk", "area", "width", "height")
+
+
+def policy_report(coders: tuple[str, ...]) -> dict:
+    """What the policy ImageMagick loaded allows: per coder (read, write), and the resource limits.
+
+    Asked of ImageMagick itself (``IsRightsAuthorized``, the check its coders
+    run), so it reflects every policy.xml it read and the MAGICK_* variables;
+    nothing is decoded.  Call it before ``configure_process``, which lowers
+    the limits to the server's settings.
+    """
+    from wand.api import libmagick
+    from wand.version import MAGICK_VERSION
+
+    authorized = libmagick.IsRightsAuthorized
+    authorized.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+    authorized.restype = ctypes.c_int
+    rights = {}
+    for coder in coders:
+        name = coder.upper().encode()
+        rights[coder] = (bool(authorized(_CODER_POLICY_DOMAIN, _READ_RIGHTS, name)),
+                         bool(authorized(_CODER_POLICY_DOMAIN, _WRITE_RIGHTS, name)))
+    return {"version": MAGICK_VERSION, "coders": rights,
+            "limits": {name: int(magick_limits[name]) for name in _REPORTED_LIMITS}}

@@ -45,6 +45,7 @@ from .base import ListedObject, ObjectInfo, SourceObject, StoredObject
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+DERIVED_TAG = "resize-derived=true"
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
@@ -126,6 +127,10 @@ class S3Storage:
                 CacheControl=obj.cache_control,
                 StorageClass=obj.storage_class,
                 Metadata=obj.metadata,
+                # Lifecycle rules can only select by prefix, tag or size: this tag is how the
+                # deploy/ templates expire derived objects, and their IAM policies allow
+                # PutObject only with it (one PUT: multipart parts would carry no tag).
+                Tagging=DERIVED_TAG,
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "PutObject", obj.key) from None
@@ -345,3 +350,87 @@ def _denied_hint(operation: str, key: str, bucket: str, code: str, message: str)
     if message and message not in ("Access Denied", "Forbidden", "Bad Request"):
         hint += f"; S3 says: {message}"
     return hint
+
+
+# ---- Operator checks (`resize-server doctor`) --------------------------------
+# Read-only questions about the bucket (and the queue), with the "not there"
+# answers returned as None and every other failure translated as above.
+
+
+class NotImplementedByServer(Exception):
+    """The S3-compatible server does not implement this API (s3rver: bucket policies)."""
+
+
+# s3rver answers GetBucketPolicy with 405 MethodNotAllowed, PutBucketPolicy with 501 NotImplemented.
+_NOT_IMPLEMENTED = {"NotImplemented", "MethodNotAllowed"}
+
+
+def credentials_info() -> tuple[str, str] | None:
+    """(where boto3 found credentials, the access key id), or None when it found none."""
+    credentials = boto3.session.Session().get_credentials()
+    if credentials is None:
+        return None
+    return credentials.method, credentials.get_frozen_credentials().access_key
+
+
+class BucketInspector:
+    def __init__(self, client, bucket: str):
+        self.client = client
+        self.bucket = bucket
+
+    def _ask(self, operation: str, call, absent: tuple[str, ...] = ()):
+        try:
+            return call()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in absent:
+                return None
+            if code in _NOT_IMPLEMENTED:
+                raise NotImplementedByServer(f"{operation}: {code}") from None
+            raise _translate(exc, operation, "", self.bucket) from None
+        except BotoCoreError as exc:
+            raise _translate(exc, operation, "", self.bucket) from None
+
+    def website(self) -> dict | None:
+        response = self._ask("GetBucketWebsite", lambda: self.client.get_bucket_website(Bucket=self.bucket),
+                             absent=("NoSuchWebsiteConfiguration",))
+        if response is None:
+            return None
+        response.pop("ResponseMetadata", None)
+        return response
+
+    def policy(self) -> str | None:
+        response = self._ask("GetBucketPolicy", lambda: self.client.get_bucket_policy(Bucket=self.bucket),
+                             absent=("NoSuchBucketPolicy",))
+        return None if response is None else response["Policy"]
+
+    def public_access_block(self) -> dict | None:
+        response = self._ask("GetPublicAccessBlock",
+                             lambda: self.client.get_public_access_block(Bucket=self.bucket),
+                             absent=("NoSuchPublicAccessBlockConfiguration",))
+        return None if response is None else response.get("PublicAccessBlockConfiguration", {})
+
+    def keys(self, prefix: str = "", limit: int = 50) -> list[str]:
+        response = self._ask("ListObjectsV2", lambda: self.client.list_objects_v2(
+            Bucket=self.bucket, Prefix=prefix, MaxKeys=limit))
+        return [item["Key"] for item in response.get("Contents", [])]
+
+    def delete(self, key: str) -> None:
+        self._ask("DeleteObject", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+
+def queue_attributes(queue_url: str, region: str, client=None) -> dict:
+    """The SQS queue's depth and redrive policy; raises ``UpstreamError`` when it does not answer."""
+    if client is None:
+        client = boto3.session.Session().client(
+            "sqs", region_name=region, config=Config(connect_timeout=2, read_timeout=5,
+                                                     retries={"total_max_attempts": 2, "mode": "standard"}))
+    try:
+        response = client.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"])
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        raise UpstreamError(f"queue error {code}", detail=f"GetQueueAttributes {queue_url}: {code}: {exc}") from None
+    except BotoCoreError as exc:
+        raise UpstreamError("queue unreachable", detail=f"GetQueueAttributes {queue_url}: {exc}") from None
+    return response.get("Attributes", {})

@@ -67,17 +67,18 @@ def test_100_concurrent_requests_for_one_new_key_render_and_store_once(redis_sta
     assert len(bodies) == 1  # everyone got the same image
     wait_for(lambda: len(events_for(s, key, "stored")) >= 1)
     time.sleep(0.5)  # a second store, if there were one, would be logged by now
-    served = events_for(s, key, "served")
+    served = events_for(s, key, "request")  # the one JSON line per request (http/requestlog.py)
     assert len(served) == 100
-    renders = [e for e in served if e["source"] == "render"]
-    assert len(renders) == 1, [e["source"] for e in served]
+    assert len({e["request_id"] for e in served}) == 100
+    renders = [e for e in served if e["outcome"] == "rendered"]
+    assert len(renders) == 1, [e["outcome"] for e in served]
     assert len(events_for(s, key, "stored")) == 1
     # Both worker processes answered: the Redis lock, not only in-process single-flight, held
     # the other process back (it served the stored image instead of rendering).
     assert len({e["pid"] for e in served}) == 2
-    other = {e["source"] for e in served if e["pid"] != renders[0]["pid"]}
-    assert "stored" in other and other <= {"stored", "shared"}, other
-    print({src: sum(e["source"] == src for e in served) for src in ("render", "shared", "stored")})
+    other = {e["outcome"] for e in served if e["pid"] != renders[0]["pid"]}
+    assert "stored-by-other" in other and other <= {"stored-by-other", "shared"}, other
+    print({o: sum(e["outcome"] == o for e in served) for o in ("rendered", "shared", "stored-by-other")})
     stored = s.client.get_object(Bucket=s.bucket, Key=key)
     assert stored["Body"].read() == bodies.pop()
 

@@ -192,7 +192,7 @@ def test_visibility_is_extended_while_a_message_is_worked_on(service, aws):
     finally:
         thread.join(30)
     assert loop.stats.deleted >= 1 and loop.stats.rendered == 3
-    assert service.metrics.get("queue_visibility_extended_total") >= 1
+    assert service.metrics.get("worker_visibility_extended_total") >= 1
     assert aws.counts() == (0, 0)
 
 

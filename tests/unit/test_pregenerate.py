@@ -138,3 +138,15 @@ def test_permanent_and_transient_failures_are_told_apart(s3, pregen):
     with pytest.raises(Exception) as transient:
         pregen.pregenerate("bad/ok.jpg")
     assert getattr(transient.value, "transient", False) is True
+
+
+def test_every_derived_object_carries_the_lifecycle_tag(s3, pregen, client, service):
+    """deploy/ expires derived objects by this tag and allows PutObject only with it."""
+    s3.put_object(Bucket=BUCKET, Key="tag/a.jpg", Body=photo())
+    pregen.pregenerate("tag/a.jpg", presets=["thumb"])
+    assert client.get("/tag/a_50x50.jpg").status_code == 200
+    assert service.drain(10)
+    for key in ("tag/a_thumb.jpg", "tag/a_50x50.jpg"):
+        tags = s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
+        assert tags == [{"Key": "resize-derived", "Value": "true"}], key
+    assert s3.get_object_tagging(Bucket=BUCKET, Key="tag/a.jpg")["TagSet"] == []
