@@ -27,6 +27,7 @@ STORAGE_CLASSES = (
 )
 DEFAULT_SIZES = "50x50,100x100,200x200,400x400,800x800,1024x1024,200x,x200"
 PREFIX = "RESIZE_"
+MIN_API_KEY_LENGTH = 12
 
 
 class ConfigError(ValueError):
@@ -325,6 +326,12 @@ class Settings:
             bad("dest_bucket", "may only use {bucket}")
         if self.max_upload_bytes < 1:
             bad("max_upload_bytes", "must be at least 1")
+        if self.api_keys.strip() and not self.api_key_list:
+            bad("api_keys", "holds no key (POST /transform would stay off): list keys separated by commas")
+        short = [k for k in self.api_key_list if len(k) < MIN_API_KEY_LENGTH]
+        if short:
+            problems.append(f"{PREFIX}API_KEYS: {len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters; "
+                            "use long random keys (python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
         return problems
 
     def _size_problems(self, was_set) -> list[str]:

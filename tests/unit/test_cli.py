@@ -281,7 +281,7 @@ def test_setup_bucket_on_moto():
 
 
 def test_check_config_hides_secrets():
-    result = run("check-config", RESIZE_BUCKET="images", RESIZE_API_KEYS="key-one,key-two",
+    result = run("check-config", RESIZE_BUCKET="images", RESIZE_API_KEYS="key-number-one,key-number-two",
                  RESIZE_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0")
     assert result.exit_code == 0, result.output
     assert "key-one" not in result.stdout and "s3cret" not in result.stdout
