@@ -27,6 +27,7 @@ STORAGE_CLASSES = (
 )
 DEFAULT_SIZES = "50x50,100x100,200x200,400x400,800x800,1024x1024,200x,x200"
 PREFIX = "RESIZE_"
+MIN_API_KEY_LENGTH = 12
 
 
 class ConfigError(ValueError):
@@ -86,13 +87,20 @@ class Settings:
     redis_lock_ms: int = 30_000
     redis_wait: float = 10.0
     log_level: str = "INFO"
+    # Pre-generation worker (resize-server worker) and the Lambda entry point.
+    worker_concurrency: int = field(default_factory=_cpu_count)  # messages worked on at once
+    worker_visibility_timeout: int = 120  # seconds a received message stays hidden (extended while worked on)
+    worker_wait_seconds: int = 20  # SQS long poll
+    sqs_endpoint_url: str = ""
+    website_url: str = ""  # the bucket's website endpoint, for Lambda's 302 past API Gateway's 6 MB limit
     # Fail fast and bounded: HeadBucket before serving, and /readyz within a deadline (one attempt).
     startup_check: bool = True
     ready_timeout: float = 3.0
     # gunicorn's (read by gunicorn_conf.py through Settings, validated with the rest).
     bind: str = "127.0.0.1:8080"
-    workers: int | None = None  # default: RESIZE_RENDER_CONCURRENCY
-    threads: int | None = None  # default: render slots + waiting room + 4
+    workers: int | None = None  # default: 1 (one process owns every render slot; see gunicorn_conf.py)
+    threads: int | None = None  # default: render slots + waiting room + 8
+    graceful_timeout: int = 30  # SIGTERM -> exit, in-flight requests and the store drain included
     # host[:port] clients are redirected to (the load balancer): `resize-server doctor` checks the RoutingRules.
     public_host: str = ""
 
@@ -128,12 +136,13 @@ class Settings:
 
     @property
     def gunicorn_workers(self) -> int:
-        return self.workers if self.workers is not None else self.render_concurrency
+        # One process: one render gate, so the capacity holds however the kernel spreads connections.
+        return self.workers if self.workers is not None else 1
 
     @property
     def gunicorn_threads(self) -> int:
-        # Enough threads for the render slots, the waiting room and health checks.
-        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 4
+        # Enough threads for the render slots, the waiting room and the requests that never render.
+        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 8
 
     # ---- display, in the user's own terms ---------------------------------
 
@@ -238,6 +247,8 @@ class Settings:
         for name in ("workers", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        if self.graceful_timeout < 2:
+            bad("graceful_timeout", "must be at least 2 seconds (half of it is kept for storing queued images)")
         if self.queue_size < 0:
             bad("queue_size", "must be 0 or more")
         for name in ("s3_connect_timeout", "s3_read_timeout", "queue_timeout", "redis_wait", "ready_timeout"):
@@ -255,6 +266,16 @@ class Settings:
         bind_problem = _bind_problem(self.bind)
         if bind_problem:
             bad("bind", bind_problem)
+        if self.worker_concurrency < 1:
+            bad("worker_concurrency", "must be at least 1")
+        if not 1 <= self.worker_visibility_timeout <= 43200:
+            bad("worker_visibility_timeout", "must be between 1 and 43200 seconds (SQS's limits)")
+        if not 0 <= self.worker_wait_seconds <= 20:
+            bad("worker_wait_seconds", "must be between 0 and 20 seconds (SQS's limits)")
+        for name in ("sqs_endpoint_url", "website_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                bad(name, "must start with http:// or https://")
         if self.public_host and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", self.public_host):
             bad("public_host", "must be host or host:port, without scheme or path")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -305,6 +326,12 @@ class Settings:
             bad("dest_bucket", "may only use {bucket}")
         if self.max_upload_bytes < 1:
             bad("max_upload_bytes", "must be at least 1")
+        if self.api_keys.strip() and not self.api_key_list:
+            bad("api_keys", "holds no key (POST /transform would stay off): list keys separated by commas")
+        short = [k for k in self.api_key_list if len(k) < MIN_API_KEY_LENGTH]
+        if short:
+            problems.append(f"{PREFIX}API_KEYS: {len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters; "
+                            "use long random keys (python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
         return problems
 
     def _size_problems(self, was_set) -> list[str]:

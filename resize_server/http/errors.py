@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ResizeError
+from ..errors import MethodNotAllowed, ResizeError
 
 log = logging.getLogger("resize_server.http")
 
@@ -27,6 +27,13 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def register(app: Flask) -> None:
+    @app.before_request
+    def no_automatic_options() -> None:
+        # Flask answers OPTIONS itself with a text/html 200; nothing here is for browsers' CORS.
+        if request.method == "OPTIONS":
+            allowed = sorted((request.url_rule.methods if request.url_rule else {"GET", "HEAD"}) - {"OPTIONS"})
+            raise MethodNotAllowed(", ".join(allowed))
+
     @app.errorhandler(ResizeError)
     def resize_error(exc: ResizeError) -> Response:
         service = app.extensions["resize"]

@@ -12,7 +12,8 @@ import hmac
 
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import BadRequest, Forbidden, InvalidOperation, MethodNotAllowed, NotFound, Unauthorized, UploadTooLarge
+from ..errors import (BadRequest, Forbidden, InvalidOperation, MethodNotAllowed, NotFound, ResizeError, Unauthorized,
+                      UploadTooLarge)
 from ..presets import parse_operations
 
 bp = Blueprint("transform", __name__)
@@ -22,9 +23,16 @@ _CHUNK = 64 * 1024
 @bp.post("/transform")
 def transform() -> Response:
     service = current_app.extensions["resize"]
-    _authorize(service.settings)
-    ops = parse_operations(_single_valued_args())
-    data = _read_body(service.settings.max_upload_bytes)
+    limit = service.settings.max_upload_bytes
+    try:
+        _authorize(service.settings)
+        ops = parse_operations(_single_valued_args())
+        data = _read_body(limit)
+    except ResizeError:
+        # Answer only once the client (or the front) has sent its body: a proxy still
+        # writing it to a closed socket turns our 400/401/413 into its own 502.
+        _drain(2 * limit)
+        raise
     result = service.transform(data, ops)
     response = Response(result.data, mimetype=result.content_type)
     response.headers["Cache-Control"] = "no-store"
@@ -66,6 +74,19 @@ def _single_valued_args() -> dict[str, str]:
             raise InvalidOperation(f"{name[:32]} given more than once", parameter=name[:32])
         params[name] = values[0]
     return params
+
+
+def _drain(limit: int) -> None:
+    """Read and drop what is left of the body, up to ``limit`` bytes (then the connection is closed)."""
+    stream, total = request.stream, 0
+    try:
+        while total < limit:
+            chunk = stream.read(_CHUNK)
+            if not chunk:
+                return
+            total += len(chunk)
+    except OSError:  # the client went away
+        return
 
 
 def _read_body(limit: int) -> bytes:

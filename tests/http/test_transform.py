@@ -16,7 +16,7 @@ KEY = "s3cret-key-1"
 
 @pytest.fixture
 def api(storage):
-    app = create_app({"bucket": BUCKET, "api_keys": f"other-key,{KEY}", "max_upload_bytes": 2_000_000},
+    app = create_app({"bucket": BUCKET, "api_keys": f"other-key-0001,{KEY}", "max_upload_bytes": 2_000_000},
                      storage=storage)
     return app.test_client()
 
@@ -121,7 +121,7 @@ def test_auth(api):
     assert error_of(missing)["error"].startswith("missing API key")
     wrong = post(api, "w=10", key="nope")
     assert wrong.status_code == 403 and error_of(wrong)["error"] == "invalid API key"
-    assert post(api, "w=10", key="other-key").status_code == 200
+    assert post(api, "w=10", key="other-key-0001").status_code == 200
 
 
 def test_off_without_keys_unless_public(storage):
@@ -167,3 +167,29 @@ def test_same_format_allow_list_as_on_demand(api, body, status):
     response = post(api, "w=10", data=body)
     assert response.status_code == status
     assert error_of(response)["error"]
+
+
+def test_options_is_a_plain_405_not_flasks_html(api):
+    for url in ("/transform", "/samples/earth_200x200.jpg", "/healthz"):
+        response = api.open(url, method="OPTIONS")
+        assert response.status_code == 405
+        assert set(response.headers["Allow"].split(", ")) & {"GET", "POST"}
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.mimetype in ("text/plain", "application/json")
+
+
+def test_a_refused_request_is_answered_after_its_body_was_read(api):
+    """Behind a buffering proxy, answering before the body is read makes the proxy say 502."""
+    import io
+
+    class Tracked(io.BytesIO):
+        pass
+
+    body = Tracked(photo())
+    response = api.post("/transform?blur=1000", input_stream=body, headers={
+        "Authorization": f"Bearer {KEY}", "Content-Length": str(len(photo()))})
+    assert response.status_code == 400
+    assert body.tell() == len(photo())  # drained
+    body = Tracked(photo())
+    response = api.post("/transform?w=10", input_stream=body, headers={"Content-Length": str(len(photo()))})
+    assert response.status_code == 401 and body.tell() == len(photo())

@@ -79,8 +79,8 @@ def test_check_config_prints_every_value_as_the_user_writes_it():
     assert "RESIZE_S3_CONNECT_TIMEOUT=2" in lines and "RESIZE_READY_TIMEOUT=3" in lines
     assert "RESIZE_BIND=127.0.0.1:8080" in lines
     settings = Settings(bucket="images")
-    assert f"RESIZE_WORKERS={settings.render_concurrency}" in lines
-    assert f"RESIZE_THREADS={settings.render_concurrency + settings.queue_size + 4}" in lines
+    assert "RESIZE_WORKERS=1" in lines and "RESIZE_GRACEFUL_TIMEOUT=30" in lines
+    assert f"RESIZE_THREADS={settings.render_concurrency + settings.queue_size + 8}" in lines
     for leak in ("None", "frozenset", "True", "False", "2.0"):
         assert leak not in result.stdout
     # What it prints, fed back as the environment, is the same configuration.
@@ -281,7 +281,7 @@ def test_setup_bucket_on_moto():
 
 
 def test_check_config_hides_secrets():
-    result = run("check-config", RESIZE_BUCKET="images", RESIZE_API_KEYS="key-one,key-two",
+    result = run("check-config", RESIZE_BUCKET="images", RESIZE_API_KEYS="key-number-one,key-number-two",
                  RESIZE_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0")
     assert result.exit_code == 0, result.output
     assert "key-one" not in result.stdout and "s3cret" not in result.stdout

@@ -133,3 +133,13 @@ def test_a_preset_key_is_never_read_as_a_size_and_vice_versa():
     assert parse_key("a_small.jpg", catalog).preset == "small"
     assert parse_key("a_200x200.jpg", catalog).preset is None
     assert parse_key("a_small_200x200.jpg", catalog).source_key == "a_small.jpg"
+
+
+@pytest.mark.parametrize("keys, problem", [(",", "holds no key"), ("short", "shorter than 12"),
+                                           ("a-long-enough-key,tiny", "1 key(s) shorter"), ("local-dev-key", None)])
+def test_api_keys_are_validated(keys, problem):
+    problems = [p for p in Settings(bucket="b", api_keys=keys).problems() if "API_KEYS" in p]
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0] and "tiny" not in problems[0]  # never echo a key
