@@ -178,7 +178,7 @@ CONTENDERS = {
 # ---------------------------------------------------------------- engine variants (ablation)
 
 
-def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize"):
+def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize", prescale_above=None):
     """Our engine's pipeline with one knob changed.
 
     hint/filter variants call the package's WandEngine itself with a changed
@@ -191,6 +191,8 @@ def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize"
     from resize_server.imaging.wand_engine import WandEngine
 
     engine = WandEngine(jpeg_quality=JPEG_QUALITY, filter=filter)
+    if prescale_above is not None:
+        engine = dataclasses.replace(engine, prescale_above=prescale_above)
 
     def make_plan(data, box):
         header = sniff.read_header(data)
@@ -255,6 +257,8 @@ VARIANTS = {
     "Wand thumbnail() instead of resize": {"method": "thumbnail"},
     "scale() to 2x, then lanczos": {"method": "prescale"},
     "no strip": {"strip": False},
+    "pre-scale above 2x (the 01ce0c7 rule)": {"prescale_above": 2.0},
+    "never pre-scale (one lanczos pass)": {"prescale_above": 1e9},
 }
 ABLATION_CASES = [("24mp.jpg", 200), ("12mp.jpg", 200), ("24mp.jpg", 1024), ("12mp.jpg", 1024),
                   ("2mp.jpg", 1024), ("2mp.jpg", 200), ("2mp.png", 200)]
