@@ -5,9 +5,12 @@ CPU time of the calling thread (``time.thread_time``), medians; S3 is s3rver on 
 * ``is_complete`` on the 12 MP source: the end-marker search forward (before) vs from the end (now).
 * The source GET (3.6 MB): boto3 ``get_object`` read in 256 KiB chunks and joined (before) vs the package's
   ``S3Storage.get`` (one read up to the cap, now); also a raw ``http.client`` GET, for scale.
+* The lanczos pass after a DCT-1/8 decode: Wand's ``resize()`` (before) vs ``MagickResizeImage`` (now).
 * What else a miss calls: the derived-key GET (a 404), a HEAD 404 (the alternative), the PUT of the thumbnail.
 
-    cd bench && PYTHONPATH=.. ../.venv-bench/bin/python hotpath_bench.py [--rounds 25]
+    cd bench && PYTHONPATH=.. MAGICK_THREAD_LIMIT=1 ../.venv-bench/bin/python hotpath_bench.py [--rounds 25]
+
+(run.py runs it in a child process with MAGICK_THREAD_LIMIT=1, as the server has it.)
 """
 
 from __future__ import annotations
@@ -84,7 +87,36 @@ def main(source: Path, out_json: Path, rounds: int = 25, log=print) -> dict:
                     pass
             return call
 
+        from wand.image import Image
+
+        from resize_server.imaging import geometry
+        from resize_server.imaging.wand_engine import _resize_one_frame
+
+        header = sniff.read_header(data)
+        plan = geometry.plan(header, 200, 200, "fit", False)
+        decoded = Image()
+        decoded.options["jpeg:size"] = "%dx%d" % plan.load_hint
+        decoded.read(blob=data, format="jpeg[0]")  # 531x354, the DCT-1/8 decode
+
+        def resize_with(fn):
+            def call():
+                with decoded.clone() as work:
+                    fn(work)
+            return call
+
+        def wand_resize(img):
+            img.resize(*plan.resize, filter="lanczos")
+
+        def direct_resize(img):
+            _resize_one_frame(img, *plan.resize, "lanczos")
+
+        def clone_only(img):
+            pass
+
         cases = {
+            "lanczos 531x354 -> 200x133: before (Wand resize(), asks the MIME type)": resize_with(wand_resize),
+            "lanczos 531x354 -> 200x133: now (MagickResizeImage)": resize_with(direct_resize),
+            "(the clone both of them include)": resize_with(clone_only),
             "is_complete, 12 MP JPEG: before (forward find)": lambda: is_complete_before(data),
             "is_complete, 12 MP JPEG: now (rfind)": lambda: sniff.is_complete(data, "jpeg"),
             "source GET 3.6 MB: before (256 KiB reads, joined)": lambda: get_before(storage, "src/12mp.jpg"),
@@ -125,7 +157,8 @@ def hotpath_table(result: dict) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--json", default=str(WORK / "hotpath.json"))
     a = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    res = main(ensure_inputs()["12mp.jpg"], WORK / "hotpath.json", a.rounds)
+    res = main(ensure_inputs()["12mp.jpg"], Path(a.json), a.rounds)
     print(hotpath_table(res))

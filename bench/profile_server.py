@@ -61,6 +61,8 @@ CATEGORIES = [
     ("locks and queues (gate, single-flight, store queue, futures)", lambda s: re.search(
         r"(threading\.py|queue\.py|concurrent/futures/\w+\.py|resize_server/flow\.py|resize_server/coordination\.py)",
         _innermost_python(s))),
+    ("resize_server's own Python (service, views, key parsing, ETag)",
+     lambda s: "resize_server/" in _innermost_python(s)),
     ("HTTP framework (gunicorn, werkzeug, flask)", lambda s: re.search(r"gunicorn/|werkzeug/|flask/|http/views\.py|"
                                                                       r"http/__init__|http/errors", s)),
 ]
@@ -157,7 +159,7 @@ def main(source_path: Path, out_json: Path, quick: bool = False, requests: int |
     procs = http_bench.Procs()
     spies: list[subprocess.Popen] = []
     data_dir = Path(tempfile.mkdtemp(prefix="resize-profile-s3-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    prof_dir = WORK / "profile"
+    prof_dir = WORK / f"profile-c{concurrency}"
     shutil.rmtree(prof_dir, ignore_errors=True)
     prof_dir.mkdir(parents=True)
     try:

@@ -151,7 +151,10 @@ def main() -> int:
         import hotpath_bench
 
         print("\nhot-path steps before/after (CPU, interleaved) ...", flush=True)
-        raw["hotpath"] = hotpath_bench.main(inputs["12mp.jpg"], WORK / "hotpath.json", rounds=8 if args.quick else 25)
+        subprocess.run([sys.executable, str(BENCH / "hotpath_bench.py"), "--rounds", "8" if args.quick else "25",
+                        "--json", str(WORK / "hotpath.json")], check=True, env=single_thread_env(), timeout=600,
+                       stdout=subprocess.DEVNULL)
+        raw["hotpath"] = json.loads((WORK / "hotpath.json").read_text())
         report.section("A miss's other steps, before and after issue 12 (CPU ms of the calling thread, same rounds)")
         report.add("`bench/hotpath_bench.py`: each step as of commit 01ce0c7 (copied in the script) and as the package "
                    "does it now, interleaved; S3 is s3rver on loopback.")
@@ -306,8 +309,10 @@ HTTP_HEADERS = ["server", "conc.", "ok/sent", "errors", "req/s", "p50 ms", "p99 
 def http_tables(report, h):
     report.section(f"HTTP cold miss: 12 MP JPEG ({h['source_bytes'] / 1e6:.1f} MB) -> {h['box']}x{h['box']} fit, "
                    "every request a distinct key")
-    report.add("resize-server: stock `gunicorn -c python:resize_server.gunicorn_conf wsgi:app` (gthread; workers = "
-               "render slots = nproc; MAGICK_THREAD_LIMIT=1), S3 = s3rver on loopback (data on tmpfs), "
+    import http_bench
+
+    report.add("resize-server: stock `gunicorn -c python:resize_server.gunicorn_conf wsgi:app` ("
+               + http_bench._stock_label() + "; MAGICK_THREAD_LIMIT=1), S3 = s3rver on loopback (data on tmpfs), "
                "`GET /bench/imgNNNNN_200x200.jpg`. thumbor 7.8.0: PIL engine, `/unsafe/fit-in/200x200/...`, "
                "QUALITY=85, PROGRESSIVE_JPEG=False, RESPECT_ORIENTATION=True, no storage/result storage, "
                "HTTP loader (pycurl) from the same s3rver, one process per core; also with ENGINE_THREADPOOL_SIZE=4. "
