@@ -519,8 +519,8 @@ def _extra_rows(raw):
         m = re.search(r"ratio after/before \(p50\): ([0-9.]+)", text)
         if m and "before" in p50 and "after" in p50:
             v = float(m.group(1))
-            rows.append(["issue 8", "a true miss, with the concurrent derived-key read: p50 vs without (no target; "
-                         "the lead's loaded-machine figure: 131.9 vs 126.5 ms, 1.04x)",
+            rows.append(["issue 8", "miss latency with the concurrent derived-key read vs without, p50 (no bound; "
+                         "the lead's loaded run: 131.9 vs 126.5 ms, 1.04x)",
                          f"{p50['after']:.1f} vs {p50['before']:.1f} ms = {v:.3f}x"
                          + (f"; already stored: {p50['answered from the store']:.1f} ms" if "answered from the store" in p50 else ""),
                          "measured"])
@@ -561,7 +561,7 @@ def summary_md(raw, info, total, quick):
         f"Command: `make bench`{' BENCH_ARGS=--quick (smoke test: numbers not for quoting)' if quick else ''} "
         f"— {total / 60:.1f} min for this run (venv in place), started {raw['started']}, "
         f"load average {la0} at the start and {la1} at the end; {info['nproc']} cores ({info['cpu']}), "
-        f"ImageMagick {info.get('imagemagick', '?').split(' http')[0]}.",
+        f"{info.get('imagemagick', '?').split(' http')[0]}.",
         "",
         table(["issue", "target", "measured (this run)", "met?"], rows),
     ]
