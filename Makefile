@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 S3_PORT ?= 4568
 RESIZE_PORT ?= 8080
+NGINX_PORT ?= 8081
 # Our restrictive ImageMagick policy (deploy/policy.xml) replaces the system one.
 export MAGICK_CONFIGURE_PATH := $(CURDIR)/deploy
 
 .PHONY: run test bench deps system-deps python-deps node-deps lock clean
 
 run: deps
-	S3_PORT=$(S3_PORT) RESIZE_PORT=$(RESIZE_PORT) $(PY) -m resize_server.devstack
+	S3_PORT=$(S3_PORT) RESIZE_PORT=$(RESIZE_PORT) NGINX_PORT=$(NGINX_PORT) $(PY) -m resize_server.devstack
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -97,8 +97,9 @@ class Settings:
     ready_timeout: float = 3.0
     # gunicorn's (read by gunicorn_conf.py through Settings, validated with the rest).
     bind: str = "127.0.0.1:8080"
-    workers: int | None = None  # default: RESIZE_RENDER_CONCURRENCY
-    threads: int | None = None  # default: render slots + waiting room + 4
+    workers: int | None = None  # default: 1 (one process owns every render slot; see gunicorn_conf.py)
+    threads: int | None = None  # default: render slots + waiting room + 8
+    graceful_timeout: int = 30  # SIGTERM -> exit, in-flight requests and the store drain included
     # host[:port] clients are redirected to (the load balancer): `resize-server doctor` checks the RoutingRules.
     public_host: str = ""
 
@@ -134,12 +135,13 @@ class Settings:
 
     @property
     def gunicorn_workers(self) -> int:
-        return self.workers if self.workers is not None else self.render_concurrency
+        # One process: one render gate, so the capacity holds however the kernel spreads connections.
+        return self.workers if self.workers is not None else 1
 
     @property
     def gunicorn_threads(self) -> int:
-        # Enough threads for the render slots, the waiting room and health checks.
-        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 4
+        # Enough threads for the render slots, the waiting room and the requests that never render.
+        return self.threads if self.threads is not None else self.render_concurrency + self.queue_size + 8
 
     # ---- display, in the user's own terms ---------------------------------
 
@@ -160,9 +162,22 @@ class Settings:
             return str(int(value)) if value.is_integer() else repr(value)
         return "" if value is None else str(value)
 
-    def environment(self) -> list[tuple[str, str]]:
-        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name."""
-        return sorted((PREFIX + f.name.upper(), self.display(f.name)) for f in fields(self))
+    def environment(self, *, reveal_secrets: bool = False) -> list[tuple[str, str]]:
+        """Every setting as (``RESIZE_NAME``, value as the user would write it), sorted by name.
+
+        API keys and a password in RESIZE_REDIS_URL are hidden unless
+        ``reveal_secrets``: check-config output ends up in tickets and chat.
+        """
+        shown = []
+        for f in fields(self):
+            value = self.display(f.name)
+            if not reveal_secrets and value:
+                if f.name == "api_keys":
+                    value = f"<{len(self.api_key_list)} key(s) hidden>"
+                elif f.name == "redis_url":
+                    value = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+            shown.append((PREFIX + f.name.upper(), value))
+        return sorted(shown)
 
     # ---- construction ----------------------------------------------------
 
@@ -231,6 +246,8 @@ class Settings:
         for name in ("workers", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1")
+        if self.graceful_timeout < 2:
+            bad("graceful_timeout", "must be at least 2 seconds (half of it is kept for storing queued images)")
         if self.queue_size < 0:
             bad("queue_size", "must be 0 or more")
         for name in ("s3_connect_timeout", "s3_read_timeout", "queue_timeout", "redis_wait", "ready_timeout"):
@@ -272,10 +289,10 @@ class Settings:
         problems = []
 
         def bad(name: str, message: str, shown: str | None = None) -> None:
-            value = getattr(self, name) if shown is None else shown
-            problems.append(f"{PREFIX}{name.upper()}={value!r}: {message}")
+            value = self.display(name) if shown is None else shown
+            problems.append(f"{PREFIX}{name.upper()}={shlex.quote(value)}: {message}")
 
-        presets_text = ",".join(f"{n}=..." for n in self.presets)
+        presets_text = self.display("presets")
         for name, ops in self.presets.items():
             if (ops.width or 0) > self.max_width or (ops.height or 0) > self.max_height:
                 bad("presets", f"preset {name} ({ops.size_label}) is larger than RESIZE_MAX_WIDTH/RESIZE_MAX_HEIGHT "

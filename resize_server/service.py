@@ -9,6 +9,7 @@ import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 from urllib.parse import quote
@@ -29,6 +30,8 @@ from .storage.base import SourceObject, Storage, StoredObject
 
 log = logging.getLogger(__name__)
 DERIVED_FROM = "derived-from"  # metadata that marks an object as derived (and names its source)
+# How long a miss waits, once its source has arrived, for the concurrent read of the derived key.
+STORED_READ_GRACE = 0.5
 
 
 @dataclass(frozen=True)
@@ -150,20 +153,20 @@ class ResizeService:
         """
         requests = [request] if isinstance(request, RenderRequest) else list(request)
         timings: dict[str, float] = {}
-        stored_read = self._readers.submit(self._read_stored, requests[0]) if check_stored else None
+        stored_read = self._readers.submit(self._stored_or_none, requests[0]) if check_stored else None
         with self.gate.slot():
             t0 = time.perf_counter()
             try:
                 matched, source_key, source = self._fetch_source(requests)
             except SourceNotFound:
-                stored = stored_read.result() if stored_read is not None else None
+                stored = self._await_stored(stored_read, timeout=self.settings.s3_read_timeout)
                 if stored is not None:
                     return stored
                 raise
-            if stored_read is not None:
-                stored = stored_read.result()
-                if stored is not None:
-                    return stored
+            # The source is here: give the derived read a moment more, never a slow S3's worth.
+            stored = self._await_stored(stored_read, timeout=STORED_READ_GRACE)
+            if stored is not None:
+                return stored
             t1 = time.perf_counter()
             header = self.limits.inspect(source.data)
             plan = self._plan(header, matched.ops)
@@ -186,6 +189,24 @@ class ResizeService:
             source_key=source_key,
             partial=partial,
         )
+
+    def _stored_or_none(self, request: RenderRequest) -> Result | None:
+        """Best effort: a failure to read the derived key must not fail a request whose source is fine."""
+        try:
+            return self._read_stored(request)
+        except ResizeError as exc:
+            log.info("could not read the derived key; rendering", extra={"fields": {
+                "key": request.key, "error": type(exc).__name__, "detail": exc.detail}})
+            return None
+
+    @staticmethod
+    def _await_stored(future, timeout: float) -> Result | None:
+        if future is None:
+            return None
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            return None
 
     def _fetch_source(self, requests: list[RenderRequest]) -> tuple[RenderRequest, str, SourceObject]:
         """The first source that exists: every candidate of the first reading, then each other reading's own.
@@ -468,10 +489,10 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
     """
     metrics = metrics or Metrics()
     if storage is None:
-        from .storage.s3 import S3Storage, make_client, make_probe_client
+        from .storage.s3 import storage_from_settings
 
-        # /readyz uses its own one-attempt client, so it answers within RESIZE_READY_TIMEOUT.
-        storage = S3Storage(make_client(settings), settings.bucket, probe_client=make_probe_client(settings))
+        # With the one-attempt probe client /readyz uses, so it answers within RESIZE_READY_TIMEOUT.
+        storage = storage_from_settings(settings)
     if engine is None:
         from .imaging.wand_engine import WandEngine, configure_process
 

@@ -76,9 +76,12 @@ def plan(header: ImageHeader, width: int | None, height: int | None, mode: str =
         if canvas != resize:
             pad = (canvas[0], canvas[1], (canvas[0] - resize[0]) // 2, (canvas[1] - resize[1]) // 2)
             output = canvas
-    # The scale at which the *whole* stored image is needed, for the shrink-on-load hint.
-    factor = resize[0] / base_w
-    needed = (src_w * factor, src_h * factor)
+    # The scale at which the *whole* source is needed, for the shrink-on-load hint: per axis,
+    # since rounding can make them differ (2x6 filled into 1x4 needs all 6 rows of 6).
+    fx, fy = resize[0] / base_w, resize[1] / base_h
+    if ops.rotate in (90, 270):
+        fx, fy = fy, fx
+    needed = (src_w * fx, src_h * fy)
     return Plan(resize=resize, crop=crop, load_hint=_load_hint(header, needed), output=output,
                 box=(width, height), mode=mode, upscale=upscale, source_crop=source_crop,
                 source_size=(src_w, src_h), pad=pad, ops=ops, dct_denominator=dct_denominator(header, needed))

@@ -51,13 +51,15 @@ _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAcce
 
 
 def make_client(settings, max_pool_connections: int = 32, credentials: dict | None = None, *,
-                timeout: float | None = None, attempts: int | None = None):
+                timeout: float | None = None, attempts: int | None = None, session=None):
     """One S3 client for the process, with explicit timeouts and bounded retries.
 
     ``credentials`` (``aws_access_key_id``/``aws_secret_access_key``) are for
     local S3 servers with fixed keys; otherwise boto3's standard chain applies.
     ``timeout`` (connect and read) and ``attempts`` override the settings, for
     probes that must answer within a deadline (``make_probe_client``).
+    ``session``: a boto3 session to share (a second client from the same
+    session takes ~7 ms instead of ~90-160 ms: the service models are loaded once).
     """
     config = Config(
         region_name=settings.region,
@@ -74,21 +76,31 @@ def make_client(settings, max_pool_connections: int = 32, credentials: dict | No
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
     )
     try:
-        session = boto3.session.Session(**(credentials or {}))
+        session = session or boto3.session.Session(**(credentials or {}))
         return session.client("s3", endpoint_url=settings.s3_endpoint_url or None, config=config)
     except BotoCoreError as exc:  # AWS_PROFILE naming a profile that does not exist, a broken ~/.aws/config
         raise _translate(exc, "configure S3 client", "", settings.bucket) from None
 
 
-def make_probe_client(settings, credentials: dict | None = None):
+def make_probe_client(settings, credentials: dict | None = None, *, session=None):
     """The client for readiness and start-up checks: ONE attempt, connect and read within RESIZE_READY_TIMEOUT.
 
     The main client may take s3_max_attempts x (connect + read) timeouts (36 s
-    by default) to give up; a probe must answer before the load balancer or the
-    operator stops waiting.
+    by default) to give up; a probe must answer before the operator or the
+    monitoring stops waiting.
     """
     return make_client(settings, max_pool_connections=2, credentials=credentials,
-                       timeout=settings.ready_timeout, attempts=1)
+                       timeout=settings.ready_timeout, attempts=1, session=session)
+
+
+def storage_from_settings(settings, credentials: dict | None = None) -> "S3Storage":
+    """RESIZE_BUCKET's storage: the request client and the probe client, from one boto3 session."""
+    try:
+        session = boto3.session.Session(**(credentials or {}))
+    except BotoCoreError as exc:
+        raise _translate(exc, "configure S3 client", "", settings.bucket) from None
+    return S3Storage(make_client(settings, session=session), settings.bucket,
+                     probe_client=make_probe_client(settings, session=session))
 
 
 class S3Storage:
@@ -139,7 +151,7 @@ class S3Storage:
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
-            error = _translate(exc, "HeadObject", key, self.bucket)
+            error = self._error(exc, "HeadObject", key)
             if isinstance(error, SourceNotFound):
                 return None
             raise error from None

@@ -99,3 +99,94 @@ def make_stack(s3rver, tmp_path_factory):
 def stack(make_stack):
     """The default server: 2 workers, the `images` website bucket redirecting to it."""
     return make_stack(RESIZE_WORKERS="2")
+
+
+# ---- process trees (used to prove that nothing is left running) ----
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant, from /proc (children in their own sessions included)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(x) for x in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(predicate, timeout: float, message: str = "condition not reached in time") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+# ---- the production topology of one instance: nginx (deploy/nginx.conf) -> gunicorn on a unix socket ----
+
+@dataclass
+class Front(Stack):
+    """A resize server behind nginx: ``resize_port`` is nginx's resize port, ``image_port`` the image domain."""
+    image_port: int = 0
+    run_dir: Path | None = None
+
+    @property
+    def image_url(self) -> str:
+        return f"http://127.0.0.1:{self.image_port}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "gunicorn.sock"
+
+    def events(self, key: str, msg: str = "served") -> list[dict]:
+        return [e for e in self.log_events() if e.get("key") == key and e.get("msg") == msg]
+
+
+@pytest.fixture(scope="module")
+def make_front(s3rver):
+    """Start gunicorn on a unix socket with nginx in front (both ports), against the module's s3rver."""
+    import tempfile
+
+    started = []
+
+    def make(bucket: str = "images", nginx_workers: str = "1", **env: str) -> Front:
+        # Not pytest's tmp_path: its 0700 parents would keep nginx's workers (`nobody` under root) from the socket.
+        run_dir = Path(tempfile.mkdtemp(prefix="resize-front-"))
+        run_dir.chmod(0o755)
+        resize_port, image_port = devstack.free_port(), devstack.free_port()
+        client = devstack.s3rver_client(s3rver)
+        devstack.prepare_bucket(client, bucket, f"127.0.0.1:{resize_port}")
+        log_path = run_dir / "gunicorn.log"
+        front = Front(s3rver, resize_port, client, log_path, bucket, {}, image_port=image_port, run_dir=run_dir)
+        started.append(front)
+        full_env = {**devstack.server_env(s3rver, bucket), "MAGICK_CONFIGURE_PATH": str(ROOT / "deploy"), **env}
+        with open(log_path, "wb") as log:
+            front.procs["gunicorn"] = devstack.start_gunicorn(None, full_env, log_file=log,
+                                                              socket_path=front.socket_path)
+        conf = devstack.stack_nginx_conf(run_dir / "nginx", resize_port=resize_port, image_port=image_port,
+                                         socket_path=front.socket_path, s3_port=s3rver, bucket=bucket,
+                                         workers=nginx_workers)
+        front.procs["nginx"] = devstack.start_nginx(conf, run_dir / "nginx", [resize_port, image_port])
+        return front
+
+    try:
+        yield make
+    finally:
+        for front in started:
+            for proc in reversed(list(front.procs.values())):
+                devstack.stop(proc)
+                assert proc.poll() is not None, "process left running"
+            shutil.rmtree(front.run_dir, ignore_errors=True)

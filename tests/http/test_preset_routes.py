@@ -158,3 +158,15 @@ def test_a_stored_derived_key_is_served_from_the_store_not_rendered_again(client
     assert second.headers["X-Resize-Source"] == "stored"
     assert service.metrics.get("renders_total", format="jpeg") == 1
     assert puts == []
+
+
+def test_a_failing_read_of_the_derived_key_does_not_fail_the_miss(client, s3):
+    """A role may read originals only: the best-effort read of the derived key must not break renders."""
+    from tests.http.test_s3_faults import Injector, error_response
+
+    s3.put_object(Bucket=BUCKET, Key="deny/a.jpg", Body=photo())
+    Injector(s3, "GetObject", lambda request, attempt: error_response(request.url, 403, "AccessDenied", "Access Denied"),
+             key="deny/a_100x100.jpg")
+    response = client.get("/deny/a_100x100.jpg")
+    assert response.status_code == 200
+    assert dimensions(response.data) == ("JPEG", 100, 67)

@@ -20,6 +20,11 @@ from tests.http.test_s3_faults import FakeRaw, Injector, error_response
 from tests.netfaults import BlackHole, dead_port
 
 
+def inject_all(client, operation: str, fault) -> Injector:
+    """Fault every request of ``operation``, whatever its key."""
+    return Injector(client, operation, fault, key=None)
+
+
 def readyz(app, caplog):
     """GET /readyz; returns (response, seconds, the error log records' fields)."""
     caplog.clear()
@@ -126,8 +131,8 @@ def test_readyz_tells_bad_credentials_from_a_missing_permission(caplog, code, me
         app = create_app({"bucket": BUCKET})
         probe = app.extensions["resize"].storage.probe_client
         probe.create_bucket(Bucket=BUCKET)
-        head = Injector(probe, "HeadBucket", lambda request, attempt: AWSResponse(request.url, 403, {}, FakeRaw(b"")))
-        listing = Injector(probe, "ListObjectsV2", lambda request, attempt: error_response(request.url, 403, code, message))
+        head = inject_all(probe, "HeadBucket", lambda request, attempt: AWSResponse(request.url, 403, {}, FakeRaw(b"")))
+        listing = inject_all(probe, "ListObjectsV2", lambda request, attempt: error_response(request.url, 403, code, message))
         response, _, records = readyz(app, caplog)
     assert len(head.calls) == 1 and len(listing.calls) == 1
     status, public = (502, "storage backend denied access") if error == "UpstreamAccessDenied" else (502, "storage backend error")

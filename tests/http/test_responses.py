@@ -110,7 +110,7 @@ def test_an_unexpected_exception_is_a_plain_500(settings, storage, earth, caplog
 
 
 def test_storage_errors_are_plain(client, s3, earth):
-    Injector(s3, "GetObject", lambda request, attempt: error_response(request.url, 403, "InvalidAccessKeyId", "x"))
+    Injector(s3, "GetObject", key=KEY, fault=lambda request, attempt: error_response(request.url, 403, "InvalidAccessKeyId", "x"))
     assert_plain_error(client.get(URL), 502, "storage backend error")
 
 
@@ -118,7 +118,7 @@ def test_timeouts_are_plain(client, s3, earth):
     def timeout(request, attempt):
         raise ReadTimeoutError(endpoint_url=request.url)
 
-    Injector(s3, "GetObject", timeout)
+    Injector(s3, "GetObject", key=KEY, fault=timeout)
     assert_plain_error(client.get(URL), 504, "storage backend timed out")
 
 
@@ -134,7 +134,7 @@ def test_overload_is_plain_with_retry_after(client, service, earth, monkeypatch)
 
 def test_invalid_credentials_are_not_reported_as_missing_permissions(client, s3, earth, caplog):
     """The issue's log line: "InvalidAccessKeyId: the server's credentials need s3:GetObject on arn:..."."""
-    Injector(s3, "GetObject", lambda request, attempt: error_response(
+    Injector(s3, "GetObject", key=KEY, fault=lambda request, attempt: error_response(
         request.url, 403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."))
     with caplog.at_level(logging.INFO, logger="resize_server"):
         response = client.get(URL)

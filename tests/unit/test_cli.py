@@ -24,6 +24,11 @@ from tests.http.test_s3_faults import Injector, error_response
 from tests.netfaults import BlackHole, dead_port
 
 
+def inject_all(client, operation: str, fault) -> Injector:
+    """Fault every request of ``operation``, whatever its key."""
+    return Injector(client, operation, fault, key=None)
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """Only the RESIZE_* variables a test sets (not the developer's)."""
@@ -74,8 +79,8 @@ def test_check_config_prints_every_value_as_the_user_writes_it():
     assert "RESIZE_S3_CONNECT_TIMEOUT=2" in lines and "RESIZE_READY_TIMEOUT=3" in lines
     assert "RESIZE_BIND=127.0.0.1:8080" in lines
     settings = Settings(bucket="images")
-    assert f"RESIZE_WORKERS={settings.render_concurrency}" in lines
-    assert f"RESIZE_THREADS={settings.render_concurrency + settings.queue_size + 4}" in lines
+    assert "RESIZE_WORKERS=1" in lines and "RESIZE_GRACEFUL_TIMEOUT=30" in lines
+    assert f"RESIZE_THREADS={settings.render_concurrency + settings.queue_size + 8}" in lines
     for leak in ("None", "frozenset", "True", "False", "2.0"):
         assert leak not in result.stdout
     # What it prints, fed back as the environment, is the same configuration.
@@ -123,9 +128,7 @@ def test_serve_bind_option_is_validated(execs):
 
 def test_serve_with_an_unreachable_endpoint_exits_with_one_line(execs):
     url = f"http://127.0.0.1:{dead_port()}"
-    started = time.monotonic()
     result = run("serve", RESIZE_BUCKET="images", RESIZE_S3_ENDPOINT_URL=url)
-    assert time.monotonic() - started < 3
     assert result.exit_code == 1
     line = one_error_line(result)
     assert line.startswith("Error: start-up check failed: storage backend error: HeadBucket s3://images: "
@@ -140,7 +143,8 @@ def test_serve_against_a_black_hole_gives_up_after_the_ready_timeout(execs):
         result = run("serve", RESIZE_BUCKET="images", RESIZE_S3_ENDPOINT_URL=hole.url, RESIZE_READY_TIMEOUT="1")
         elapsed = time.monotonic() - started
         assert hole.accepted == 1
-    assert result.exit_code == 1 and elapsed < 2.5
+    # bounded by RESIZE_READY_TIMEOUT (1 s), not by the request client's 3 x 10 s (the margin: building the client)
+    assert result.exit_code == 1 and elapsed < 1 + 2
     assert "storage backend timed out: HeadBucket s3://images: Read timeout" in one_error_line(result)
     assert execs == []
 
@@ -232,7 +236,7 @@ def inject(monkeypatch):
     def make_client(*args, **kwargs):
         client = real(*args, **kwargs)
         for operation, fault in faults:
-            Injector(client, operation, fault)
+            inject_all(client, operation, fault)
         return client
 
     monkeypatch.setattr(s3_module, "make_client", make_client)
@@ -274,3 +278,13 @@ def test_setup_bucket_on_moto():
         rules = client.get_bucket_website(Bucket=BUCKET)["RoutingRules"]
     assert result.exit_code == 0, result.output
     assert rules[0]["Redirect"]["HostName"] == "resize.example.com"
+
+
+def test_check_config_hides_secrets():
+    result = run("check-config", RESIZE_BUCKET="images", RESIZE_API_KEYS="key-one,key-two",
+                 RESIZE_REDIS_URL="redis://:s3cret@127.0.0.1:6379/0")
+    assert result.exit_code == 0, result.output
+    assert "key-one" not in result.stdout and "s3cret" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert "RESIZE_API_KEYS='<2 key(s) hidden>'" in lines
+    assert "RESIZE_REDIS_URL='redis://:***@127.0.0.1:6379/0'" in lines

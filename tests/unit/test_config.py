@@ -205,7 +205,8 @@ def test_good_bind_addresses(bind):
 def test_gunicorn_and_readiness_settings():
     s = load({"RESIZE_BUCKET": "b", "RESIZE_RENDER_CONCURRENCY": "3", "RESIZE_QUEUE_SIZE": "5"})
     assert (s.bind, s.workers, s.threads) == ("127.0.0.1:8080", None, None)
-    assert (s.gunicorn_workers, s.gunicorn_threads) == (3, 3 + 5 + 4)  # follow the render settings by default
+    # One process owning every render slot; threads follow the render settings by default.
+    assert (s.gunicorn_workers, s.gunicorn_threads, s.graceful_timeout) == (1, 3 + 5 + 8, 30)
     assert (s.startup_check, s.ready_timeout) == (True, 3.0)
     s = load({"RESIZE_BUCKET": "b", "RESIZE_WORKERS": "4", "RESIZE_THREADS": "32", "RESIZE_BIND": "0.0.0.0:80",
               "RESIZE_STARTUP_CHECK": "false", "RESIZE_READY_TIMEOUT": "0.5"})

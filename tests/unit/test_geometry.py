@@ -84,3 +84,9 @@ def test_plan_invariants(header, width, height, mode, upscale):
         # The hint asks for exactly 1/n (n = 2, 4 or 8) and that scale still holds the resize target.
         ns = [n for n in (2, 4, 8) if p.load_hint == (max(1, header.width // n), max(1, header.height // n))]
         assert any(-(-src_w // n) >= p.resize[0] and -(-src_h // n) >= p.resize[1] for n in ns)
+
+
+def test_the_hint_never_drops_below_what_rounding_asks_for():
+    """2x6 filled into 1x4 rounds to 1x4: a 1/2 decode (1x3) would not hold 4 rows (found by hypothesis)."""
+    p = plan(ImageHeader("jpeg", 2, 6), 1, 4, "fill", False)
+    assert p.resize == (1, 4) and p.load_hint is None

@@ -28,6 +28,11 @@ from tests.conftest import BUCKET
 from tests.http.test_s3_faults import FakeRaw, Injector, error_response
 from tests.netfaults import dead_port
 
+
+def inject_all(client, operation: str, fault) -> Injector:
+    """Fault every request of ``operation``, whatever its key."""
+    return Injector(client, operation, fault, key=None)
+
 KEY = "photos/earth.jpg"
 ARN = f"arn:aws:s3:::{BUCKET}"
 # What S3 says, verbatim in shape: (status, code, message).
@@ -68,7 +73,7 @@ def get(storage: S3Storage) -> None:
     ("GetObject", get, (503, "SlowDown", "Please reduce your request rate."), UpstreamError, "SlowDown", "lack s3:"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_each_s3_answer_is_its_cause(s3, storage, operation, call, s3_answer, error, says, never):
-    Injector(s3, operation, answer(*s3_answer))
+    inject_all(s3, operation, answer(*s3_answer))
     with pytest.raises(error) as info:
         call(storage)
     assert type(info.value) is error
@@ -79,7 +84,7 @@ def test_each_s3_answer_is_its_cause(s3, storage, operation, call, s3_answer, er
 
 
 def test_the_access_key_id_is_named_not_the_secret(s3, storage):
-    Injector(s3, "GetObject", lambda request, attempt: AWSResponse(request.url, 403, {"Content-Type": "application/xml"}, FakeRaw(
+    inject_all(s3, "GetObject", lambda request, attempt: AWSResponse(request.url, 403, {"Content-Type": "application/xml"}, FakeRaw(
         b"<Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our "
         b"records.</Message><AWSAccessKeyId>AKIAEXAMPLE</AWSAccessKeyId></Error>")))
     with pytest.raises(UpstreamCredentials) as info:
@@ -128,8 +133,8 @@ def bare(status: int):
     (bare(404), None, BucketNotFound, f"bucket '{BUCKET}' does not exist"),
 ])
 def test_check_names_the_cause_of_a_failed_head_bucket(s3, storage, head, listing, error, says):
-    heads = Injector(s3, "HeadBucket", head)
-    listings = Injector(s3, "ListObjectsV2", listing or (lambda request, attempt: None))
+    heads = inject_all(s3, "HeadBucket", head)
+    listings = inject_all(s3, "ListObjectsV2", listing or (lambda request, attempt: None))
     with pytest.raises(error) as info:
         storage.check()
     assert type(info.value) is error and says in info.value.detail
@@ -138,7 +143,7 @@ def test_check_names_the_cause_of_a_failed_head_bucket(s3, storage, head, listin
 
 
 def test_check_passes_on_a_reachable_bucket(s3, storage):
-    listings = Injector(s3, "ListObjectsV2", lambda request, attempt: None)
+    listings = inject_all(s3, "ListObjectsV2", lambda request, attempt: None)
     storage.check()
     assert listings.calls == []
 
@@ -157,7 +162,7 @@ BLOCKED_MESSAGE = (f"User: arn:aws:iam::123456789012:user/admin is not authorize
 
 
 def test_block_public_access_reported_by_s3_is_named(s3, storage):
-    Injector(s3, "PutBucketPolicy", answer(403, "AccessDenied", BLOCKED_MESSAGE))
+    inject_all(s3, "PutBucketPolicy", answer(403, "AccessDenied", BLOCKED_MESSAGE))
     with pytest.raises(PublicAccessBlocked) as info:
         configure(storage)
     assert "Block Public Access" in info.value.detail and "BlockPublicPolicy" in info.value.detail
@@ -168,14 +173,14 @@ def test_a_plain_access_denied_with_block_public_policy_on_is_named_block_public
     """Older endpoints say only "Access Denied": the bucket's own setting (read with GetPublicAccessBlock) tells."""
     s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-    Injector(s3, "PutBucketPolicy", answer(*DENIED))
+    inject_all(s3, "PutBucketPolicy", answer(*DENIED))
     with pytest.raises(PublicAccessBlocked) as info:
         configure(storage)
     assert "the bucket's BlockPublicPolicy setting is on" in info.value.detail
 
 
 def test_a_plain_access_denied_without_block_public_access_names_the_permission(s3, storage):
-    Injector(s3, "PutBucketPolicy", answer(*DENIED))
+    inject_all(s3, "PutBucketPolicy", answer(*DENIED))
     with pytest.raises(UpstreamAccessDenied) as info:
         configure(storage)
     assert type(info.value) is UpstreamAccessDenied
@@ -184,7 +189,7 @@ def test_a_plain_access_denied_without_block_public_access_names_the_permission(
 
 @pytest.mark.parametrize("operation", ["PutBucketWebsite", "PutBucketPolicy"])
 def test_bad_credentials_in_setup_are_credentials_not_permissions(s3, storage, operation):
-    Injector(s3, operation, answer(*INVALID_KEY))
+    inject_all(s3, operation, answer(*INVALID_KEY))
     with pytest.raises(UpstreamCredentials) as info:
         configure(storage)
     assert info.value.detail.startswith(f"{operation} s3://{BUCKET}: InvalidAccessKeyId")
