@@ -151,7 +151,7 @@ class Front(Stack):
     def socket_path(self) -> Path:
         return self.run_dir / "gunicorn.sock"
 
-    def events(self, key: str, msg: str = "served") -> list[dict]:
+    def events(self, key: str, msg: str = "request") -> list[dict]:
         return [e for e in self.log_events() if e.get("key") == key and e.get("msg") == msg]
 
 

@@ -156,9 +156,9 @@ def test_20_concurrent_misses_for_one_key_render_once(front):
     assert dimensions(responses[0].content) == ("JPEG", 400, 267)
     wait_until(lambda: stored(front, key), 15)
     time.sleep(0.3)
-    sources = [e["source"] for e in front.events(key)]
+    sources = [e["outcome"] for e in front.events(key)]
     # Every miss reached the resize server (none had been stored yet) or, late, the bucket.
     from_bucket = sum(r.headers["X-Image-Origin"] == "bucket" for r in responses)
     assert len(sources) + from_bucket == 20
-    assert sources.count("render") == 1, sources
+    assert sources.count("rendered") == 1, sources
     assert len(front.events(key, "stored")) == 1

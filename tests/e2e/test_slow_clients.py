@@ -122,5 +122,5 @@ def test_32_concurrent_misses_with_capacity_36_get_no_503(make_front):
         with ThreadPoolExecutor(32) as pool:
             statuses += [r.status_code for r in pool.map(get, burst)]
     assert statuses == [200] * 64, {s: statuses.count(s) for s in set(statuses)}
-    renders = [e for e in front.log_events() if e.get("msg") == "served" and str(e.get("key", "")).startswith("cap/")]
+    renders = [e for e in front.log_events() if e.get("msg") == "request" and str(e.get("key", "")).startswith("cap/")]
     assert len({e["pid"] for e in renders}) == 1  # one process owns every render slot
