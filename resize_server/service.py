@@ -347,6 +347,12 @@ class ResizeService:
         """Store everything still queued (graceful shutdown, tests)."""
         return self.store_queue.drain(timeout)
 
+    def close(self, timeout: float = 30.0) -> bool:
+        """Drain the stores and wait for reads still under way (a derived-key read that outlived its request)."""
+        drained = self.drain(timeout)
+        self._readers.shutdown(wait=True)
+        return drained
+
     # ---- internals -----------------------------------------------------------
 
     def _lead(self, requests: list[RenderRequest]) -> Result:
