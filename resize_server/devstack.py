@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from .config import Settings
+from .errors import ResizeError
 from .storage.s3 import S3Storage, make_client
 from .website import bucket_policy, read_deploy_file, website_configuration
 
@@ -457,6 +458,9 @@ def main() -> int:
         return 0
     except (RuntimeError, TimeoutError, OSError) as exc:
         _say(f"make run: {exc}", err=True)
+        return 1
+    except ResizeError as exc:  # s3rver refused the bucket set-up or the uploads
+        _say(f"make run: {exc.public}: {exc.detail}", err=True)
         return 1
     finally:
         state["stopping"] = True  # from here on a signal is only noted: nothing interrupts the stop

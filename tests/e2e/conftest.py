@@ -151,7 +151,8 @@ class Front(Stack):
     def socket_path(self) -> Path:
         return self.run_dir / "gunicorn.sock"
 
-    def events(self, key: str, msg: str = "served") -> list[dict]:
+    def events(self, key: str, msg: str = "request") -> list[dict]:
+        """Log lines about ``key``: by default the one line per request (http/requestlog.py)."""
         return [e for e in self.log_events() if e.get("key") == key and e.get("msg") == msg]
 
 

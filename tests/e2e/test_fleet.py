@@ -100,7 +100,7 @@ def earth():
 
 
 def served(instances, key: str) -> list[dict]:
-    return [e for s in instances for e in s.log_events() if e.get("key") == key and e.get("msg") == "served"]
+    return [e for s in instances for e in s.log_events() if e.get("key") == key and e.get("msg") == "request"]
 
 
 def burst(url: str, during=None) -> list[requests.Response]:
@@ -123,9 +123,9 @@ def test_50_concurrent_requests_for_one_new_key_render_once_across_the_fleet(fle
     wait_until(lambda: any(e.get("msg") == "stored" and e.get("key") == key
                            for s in fleet["instances"] for e in s.log_events()), 15)
     time.sleep(0.3)
-    sources = [e["source"] for e in served(fleet["instances"], key)]
+    sources = [e["outcome"] for e in served(fleet["instances"], key)]
     assert len(sources) == REQUESTS
-    assert sources.count("render") == 1, sources
+    assert sources.count("rendered") == 1, sources
 
 
 @pytest.mark.parametrize("victim_role", ["lock-holder", "waiter"])
