@@ -133,3 +133,139 @@ def doctor(host: str | None, protocol: str | None, probe_source: str | None, que
     checks.run()
     click.echo(checks.report())
     sys.exit(1 if checks.failed else 0)
+
+
+# ---- pre-generation: the SQS worker, backfill, warm-up and pruning ----------------------------
+
+
+from .errors import ResizeError  # noqa: E402  (the commands below report storage failures cleanly)
+
+
+def _bulk_service(settings: Settings):
+    from .logs import setup
+    from .service import build_service
+
+    setup(settings.log_level)
+    return build_service(settings)
+
+
+def _preset_list(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+
+@main.command()
+@click.option("--queue-url", required=True, envvar="RESIZE_QUEUE_URL", help="the SQS queue receiving S3 events")
+@click.option("--concurrency", type=click.IntRange(1), default=None,
+              help="messages worked on at once (default RESIZE_WORKER_CONCURRENCY)")
+def worker(queue_url: str, concurrency: int | None) -> None:
+    """Pre-generate the event presets for every upload announced on an SQS queue (until SIGTERM)."""
+    from .events.sqs import SqsQueue, make_sqs_client
+    from .events.worker import Worker
+
+    settings = _settings()
+    check_or_exit(settings)  # the bucket is reachable with these credentials, or exit with the cause
+    service = _bulk_service(settings)
+    queue = SqsQueue(make_sqs_client(settings, settings.sqs_endpoint_url, settings.worker_wait_seconds), queue_url)
+    loop = Worker(service, queue, concurrency=concurrency or settings.worker_concurrency,
+                  visibility_timeout=settings.worker_visibility_timeout, wait_seconds=settings.worker_wait_seconds)
+    loop.install_signal_handlers()
+    loop.run()
+    service.drain()
+
+
+@main.command()
+@click.argument("url", metavar="s3://BUCKET/PREFIX")
+@click.option("--presets", default=None, help="comma-separated preset names (default RESIZE_EVENT_PRESETS)")
+@click.option("--dry-run", is_flag=True, help="list the originals that would be processed")
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="originals rendered at once")
+def backfill(url: str, presets: str | None, dry_run: bool, workers: int) -> None:
+    """Render the missing presets of every original under s3://BUCKET/PREFIX (resumable)."""
+    from tqdm import tqdm
+
+    from .maintenance import MaintenanceError, backfill as run_backfill, parse_s3_url
+
+    settings = _settings()
+    try:
+        bucket, prefix = parse_s3_url(url)
+    except MaintenanceError as exc:
+        raise click.ClickException(str(exc)) from None
+    service = _bulk_service(settings)
+    with tqdm(unit=" originals", desc="backfill", disable=dry_run, dynamic_ncols=True) as bar:
+        def on_done(_key, summary):
+            bar.update(1)
+            bar.set_postfix(rendered=summary.rendered, skipped=summary.skipped, failed=sum(summary.failed.values()),
+                            refresh=False)
+
+        try:
+            summary = run_backfill(service, bucket, prefix, presets=_preset_list(presets), dry_run=dry_run,
+                                   workers=workers, on_done=on_done)
+        except MaintenanceError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ResizeError as exc:  # the listing failed (bucket missing, access denied, ...)
+            raise click.ClickException(describe(exc)) from None
+    for line in summary.would_process:
+        key, _, missing = line.partition("\t")
+        click.echo(f"would render {missing}\ts3://{bucket}/{key}")
+    if dry_run:
+        click.echo(f"{len(summary.would_process)} of {summary.originals} originals lack outputs; "
+                   f"{summary.skipped} outputs already there; {summary.ignored} derived or non-image keys ignored")
+        return
+    for line in summary.lines():
+        click.echo(line)
+    sys.exit(130 if summary.interrupted else 1 if summary.failed else 0)
+
+
+@main.command()
+@click.option("--logs", "logs_url", required=True, metavar="s3://LOGBUCKET/PREFIX", help="S3 server access logs")
+@click.option("--since", default="7d", show_default=True, help="how far back to read (e.g. 7d, 12h)")
+@click.option("--top", type=click.IntRange(1), default=100, show_default=True, help="keys to render")
+@click.option("--dry-run", is_flag=True, help="list what would be rendered")
+def warm(logs_url: str, since: str, top: int, dry_run: bool) -> None:
+    """Render ahead of time the derived keys of RESIZE_BUCKET most often requested and missing."""
+    from .accesslog import parse_duration
+    from .maintenance import MaintenanceError, parse_s3_url, warm as run_warm
+
+    settings = _settings()
+    try:
+        log_bucket, log_prefix = parse_s3_url(logs_url)
+        since_seconds = parse_duration(since)
+    except (MaintenanceError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    service = _bulk_service(settings)
+    try:
+        summary = run_warm(service, service.storage.for_bucket(log_bucket), log_prefix, since_seconds=since_seconds,
+                           top=top, dry_run=dry_run)
+    except ResizeError as exc:  # reading the logs failed
+        raise click.ClickException(describe(exc)) from None
+    misses = dict(summary.candidates)
+    for key in summary.rendered:
+        click.echo(f"{'would render' if dry_run else 'rendered'}\t{misses[key]} misses\t{key}")
+    for line in summary.lines():
+        click.echo(line)
+    sys.exit(1 if summary.failed else 0)
+
+
+@main.command()
+@click.option("--logs", "logs_url", required=True, metavar="s3://LOGBUCKET/PREFIX", help="S3 server access logs")
+@click.option("--unused-days", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="delete derived objects not requested in this many days")
+@click.option("--prefix", default="", help="only objects of RESIZE_BUCKET under this prefix")
+@click.option("--dry-run", is_flag=True, help="list what would be deleted and how many bytes")
+def prune(logs_url: str, unused_days: float, prefix: str, dry_run: bool) -> None:
+    """Delete derived objects of RESIZE_BUCKET (metadata derived-from, never originals) unused for N days."""
+    from .maintenance import MaintenanceError, parse_s3_url, prune as run_prune
+
+    settings = _settings()
+    service = _bulk_service(settings)
+    try:
+        log_bucket, log_prefix = parse_s3_url(logs_url)
+        summary = run_prune(service, service.storage.for_bucket(log_bucket), log_prefix, unused_days=unused_days,
+                            prefix=prefix, dry_run=dry_run)
+    except MaintenanceError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ResizeError as exc:
+        raise click.ClickException(describe(exc)) from None
+    for key, size in summary.deleted:
+        click.echo(f"{'would delete' if dry_run else 'deleted'}\t{size}\t{key}")
+    for line in summary.lines():
+        click.echo(line)

@@ -86,6 +86,12 @@ class Settings:
     redis_lock_ms: int = 30_000
     redis_wait: float = 10.0
     log_level: str = "INFO"
+    # Pre-generation worker (resize-server worker) and the Lambda entry point.
+    worker_concurrency: int = field(default_factory=_cpu_count)  # messages worked on at once
+    worker_visibility_timeout: int = 120  # seconds a received message stays hidden (extended while worked on)
+    worker_wait_seconds: int = 20  # SQS long poll
+    sqs_endpoint_url: str = ""
+    website_url: str = ""  # the bucket's website endpoint, for Lambda's 302 past API Gateway's 6 MB limit
     # Fail fast and bounded: HeadBucket before serving, and /readyz within a deadline (one attempt).
     startup_check: bool = True
     ready_timeout: float = 3.0
@@ -259,6 +265,16 @@ class Settings:
         bind_problem = _bind_problem(self.bind)
         if bind_problem:
             bad("bind", bind_problem)
+        if self.worker_concurrency < 1:
+            bad("worker_concurrency", "must be at least 1")
+        if not 1 <= self.worker_visibility_timeout <= 43200:
+            bad("worker_visibility_timeout", "must be between 1 and 43200 seconds (SQS's limits)")
+        if not 0 <= self.worker_wait_seconds <= 20:
+            bad("worker_wait_seconds", "must be between 0 and 20 seconds (SQS's limits)")
+        for name in ("sqs_endpoint_url", "website_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                bad(name, "must start with http:// or https://")
         if self.public_host and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", self.public_host):
             bad("public_host", "must be host or host:port, without scheme or path")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -224,6 +224,14 @@ def start_gunicorn(port: int | None, env: dict[str, str], log_file=None, *,
     return proc
 
 
+# What `make run` turns on unless the environment says otherwise: a few presets to try, and
+# POST /transform with a fixed local key (it is off without keys).
+LOCAL_DEFAULTS = {
+    "RESIZE_PRESETS": "thumb=50x50,small=200x200,cover=1200x630:fill,bw=200x200,grayscale",
+    "RESIZE_API_KEYS": "local-dev-key",
+}
+
+
 def server_env(s3_port: int, bucket: str = "images") -> dict[str, str]:
     return {
         "RESIZE_BUCKET": bucket,
@@ -353,15 +361,22 @@ Through the S3 website endpoint (the first request is redirected to the resize s
 Through the nginx front for the image domain (no redirect; a miss is rendered, then served from the bucket):
 
   curl -sS -o front.jpg -w '%{{http_code}} %{{content_type}} %{{size_download}} bytes\\n' http://127.0.0.1:{nginx_port}/samples/earth_100x100.jpg
+  curl -sS -o small.jpg http://127.0.0.1:{nginx_port}/p/small/samples/earth.jpg     (a preset, path form)
 
 The resize server directly:
 
   curl -sS -o direct.jpg http://127.0.0.1:{resize_port}/resize.php?src=samples/earth_400x400.jpg
+  curl -sS -o bw.jpg 'http://127.0.0.1:{resize_port}/resize.php?src=samples/earth.jpg!bw'     (a preset, style suffix)
+
+The transform API (POST an image, get it back transformed; the local key is {LOCAL_DEFAULTS["RESIZE_API_KEYS"]}):
+
+  curl -sS -X POST --data-binary @out.jpg -H 'Authorization: Bearer {LOCAL_DEFAULTS["RESIZE_API_KEYS"]}' -o gray.jpg 'http://127.0.0.1:{resize_port}/transform?grayscale=1&w=150'
 
 The CLI against this stack:
 
   export {env}
-  resize-server render samples/earth_50x50.jpg
+  .venv/bin/resize-server render samples/earth_50x50.jpg samples/earth_thumb.jpg
+  .venv/bin/resize-server doctor --host 127.0.0.1:{resize_port}
 
 Ctrl-C (or SIGTERM/SIGHUP) stops everything."""
 
@@ -373,6 +388,7 @@ def cli_env(s3_port: int, bucket: str = "images") -> dict[str, str]:
         "RESIZE_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
         **S3RVER_CREDENTIALS,
         "MAGICK_CONFIGURE_PATH": str(DEPLOY),
+        "RESIZE_PRESETS": os.environ.get("RESIZE_PRESETS", LOCAL_DEFAULTS["RESIZE_PRESETS"]),
     }
 
 
@@ -434,7 +450,7 @@ def main() -> int:
 
         socket_path = run_dir / "gunicorn.sock"
         _say(f"starting the resize server (gunicorn) on unix:{socket_path}")
-        env = {**os.environ, **server_env(s3_port, bucket), "RESIZE_BIND": f"unix:{socket_path}",
+        env = {**LOCAL_DEFAULTS, **os.environ, **server_env(s3_port, bucket), "RESIZE_BIND": f"unix:{socket_path}",
                "MAGICK_CONFIGURE_PATH": str(DEPLOY), "RESIZE_GRACEFUL_TIMEOUT": "8"}
         gunicorn = start(gunicorn_command(), log_file=sys.stderr, cwd=ROOT, env=env)
         wait_for_socket(socket_path, gunicorn, timeout=30)

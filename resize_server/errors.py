@@ -180,3 +180,11 @@ class PreconditionFailed(ResizeError):
     status = 412
     public = "precondition failed"
     log_level = logging.INFO
+
+
+class ResponseTooLarge(ResizeError):
+    """A response API Gateway cannot carry (its 6 MB payload limit, after base64)."""
+
+    status = 413
+    public = "response too large for API Gateway (6 MB limit); ask for a smaller size"
+    log_level = logging.WARNING

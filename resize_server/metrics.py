@@ -85,6 +85,15 @@ METRICS: dict[str, Spec] = {
     # The event worker (pre-generation on upload).
     "worker_messages_total": Spec("counter", "Queue messages handled by the event worker, by outcome "
                                   "(processed, failed, dead_lettered)", ("outcome",)),
+    # The event worker and Lambda (events/, appended by the events helper).
+    "worker_messages_received_total": Spec("counter", "Queue messages received by the event worker"),
+    "worker_queue_errors_total": Spec("counter", "Failed SQS calls of the event worker, by operation "
+                                      "(receive, delete, change_visibility)", ("operation",)),
+    "worker_visibility_extended_total": Spec("counter", "Visibility extensions of messages still being worked on"),
+    "events_total": Spec("counter", "S3 event records handled (worker and Lambda), by result: done, skipped, "
+                         "derived-key, test-event, not-created, malformed, transient, permanent, error", ("result",)),
+    "events_dropped_total": Spec("counter", "Event records dropped as permanently bad, by status "
+                                 "(404 source gone, 413, 415, 422)", ("status",)),
 }
 WORKER_OUTCOMES = ("processed", "failed", "dead_lettered")
 

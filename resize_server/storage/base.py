@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Iterator, Protocol
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,19 @@ class Storage(Protocol):
 
     def for_bucket(self, bucket: str) -> "Storage":
         """The same storage (same client) on another bucket."""
+
+    def list(self, prefix: str = "") -> Iterator[ListedObject]:
+        """Every object under ``prefix``, in key order (backfill, warm-up, pruning)."""
+
+    def delete(self, key: str) -> None:
+        """Delete an object (no error when it is already gone)."""
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object as a bucket listing gives it (no metadata: that needs a HEAD)."""
+
+    key: str
+    size: int
+    etag: str = ""
+    last_modified: "datetime | None" = None  # timezone-aware; None where the backend has none

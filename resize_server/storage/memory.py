@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from typing import Iterator
 
 from ..errors import SourceNotFound, SourceTooLarge
-from .base import ObjectInfo, SourceObject, StoredObject
+from .base import ListedObject, ObjectInfo, SourceObject, StoredObject
 
 
 class MemoryStorage:
@@ -45,6 +46,16 @@ class MemoryStorage:
         with self._lock:
             self.puts += 1
             self._objects[obj.key] = obj
+
+    def list(self, prefix: str = "") -> Iterator[ListedObject]:
+        with self._lock:
+            items = sorted(((k, o) for k, o in self._objects.items() if k.startswith(prefix)), key=lambda i: i[0])
+        for key, obj in items:
+            yield ListedObject(key, len(obj.data), _etag(obj.data))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(key, None)
 
     def check(self) -> None:
         return None

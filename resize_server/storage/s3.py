@@ -8,6 +8,7 @@ explicit timeouts and retries.  Every botocore error is translated here.
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import boto3
 from botocore.config import Config
@@ -39,7 +40,7 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from .base import ObjectInfo, SourceObject, StoredObject
+from .base import ListedObject, ObjectInfo, SourceObject, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,22 @@ class S3Storage:
 
     def _error(self, exc: Exception, operation: str, key: str = "") -> ResizeError:
         return _translate(exc, operation, key, self.bucket, endpoint=self.client.meta.endpoint_url)
+
+    def list(self, prefix: str = "") -> Iterator[ListedObject]:
+        """Every object under ``prefix`` (ListObjectsV2, 1000 a page), in key order."""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ListedObject(item["Key"], item.get("Size", 0), item.get("ETag", ""),
+                                       item.get("LastModified"))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "ListObjectsV2", prefix) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "DeleteObject", key) from None
 
 
 def _read_capped(body, max_bytes: int, key: str) -> bytes:

@@ -181,13 +181,15 @@ def test_the_banner_points_the_cli_and_curl_at_the_stack(running_stack, tmp_path
         "AWS_ACCESS_KEY_ID": "S3RVER",
         "AWS_SECRET_ACCESS_KEY": "S3RVER",
         "MAGICK_CONFIGURE_PATH": str(ROOT / "deploy"),
+        "RESIZE_PRESETS": devstack.LOCAL_DEFAULTS["RESIZE_PRESETS"],  # the presets the local server has
     }
     # The printed CLI example, run with only that environment (no AWS settings of the test's own).
-    render = next(line.strip() for line in out.splitlines() if line.strip().startswith("resize-server render "))
-    bare_env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), **cli_env}
-    result = subprocess.run(shlex.split(render), env=bare_env, capture_output=True, text=True, timeout=60)
+    render = next(line.strip() for line in out.splitlines() if "resize-server render " in line)
+    bare_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **cli_env}
+    result = subprocess.run(shlex.split(render), env=bare_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("samples/earth_50x50.jpg\t50x33\t")
+    assert "samples/earth_thumb.jpg\t50x33\t" in result.stdout
     stored = devstack.s3rver_client(stack.ports["S3_PORT"]).get_object(Bucket="images", Key="samples/earth_50x50.jpg")
     assert dimensions(stored["Body"].read()) == ("JPEG", 50, 33)
 
