@@ -392,6 +392,25 @@ def cli_env(s3_port: int, bucket: str = "images") -> dict[str, str]:
     }
 
 
+RUN_DIR_PREFIX = "resize-stack-"
+
+
+def _remove_stale_run_dirs() -> None:
+    """Remove the folders of earlier stacks whose process is gone (a SIGKILLed one cannot clean up)."""
+    for run_dir in Path(tempfile.gettempdir()).glob(RUN_DIR_PREFIX + "*"):
+        try:
+            owner = int((run_dir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(owner, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's live process
+
+
 def _say(text: str, *, err: bool = False) -> None:
     """Print, ignoring a closed terminal or pipe (SIGHUP): stopping must not fail on a print."""
     try:
@@ -407,7 +426,9 @@ def main() -> int:
         return 2
     s3_port, resize_port, nginx_port = ports["S3_PORT"], ports["RESIZE_PORT"], ports["NGINX_PORT"]
     bucket = "images"
-    run_dir = Path(tempfile.mkdtemp(prefix="resize-stack-"))
+    _remove_stale_run_dirs()
+    run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    (run_dir / "owner.pid").write_text(str(os.getpid()))
     run_dir.chmod(0o755)  # nginx's workers (`nobody` when started as root) reach the gunicorn socket in it
     procs: list[subprocess.Popen] = []
     state = {"stopping": False, "starting": False, "pending": None}
