@@ -65,7 +65,11 @@ def _die_with_parent(parent: int):
 
 
 def spawn(args: list[str], *, log_file=None, **kwargs) -> subprocess.Popen:
-    """Start a child in its own session that dies with this process; stop it with ``stop()``."""
+    """Start a child in its own session that dies with this process; stop it with ``stop()``.
+
+    The kernel ties PR_SET_PDEATHSIG to the *thread* that forked: call this from a
+    thread that lives as long as the child should (the main thread, a fixture).
+    """
     stdout = log_file if log_file is not None else subprocess.DEVNULL
     return subprocess.Popen(args, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_die_with_parent(os.getpid()), **kwargs)
