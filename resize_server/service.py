@@ -195,7 +195,7 @@ class ResizeService:
         try:
             return self._read_stored(request)
         except ResizeError as exc:
-            log.info("could not read the derived key; rendering", extra={"fields": {
+            log.debug("could not read the derived key; rendering", extra={"fields": {
                 "key": request.key, "error": type(exc).__name__, "detail": exc.detail}})
             return None
 
