@@ -277,7 +277,9 @@ def nginx_values(run_dir: Path, *, listen: str, image_listen: str, upstream: str
         # s3rver answers as the S3 API (not as the website) to s3.<its --service-endpoint>.
         "RESIZE_NGINX_S3_HOST": s3_host,
         "RESIZE_NGINX_BUCKET": bucket,
-        "RESIZE_NGINX_STATIC_DIR": str(DEPLOY),
+        # A copy in the run folder: nginx's workers (nobody, when started as root) may not be able to
+        # read a checkout under /root or a 0700 temporary folder.
+        "RESIZE_NGINX_STATIC_DIR": str(run_dir / "static"),
     }
 
 
@@ -288,6 +290,10 @@ def nginx_command(conf_text: str, run_dir: Path) -> list[str]:
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in NGINX_TEMP_DIRS:
         (run_dir / name).mkdir(exist_ok=True)
+    static = run_dir / "static"
+    static.mkdir(exist_ok=True)
+    shutil.copyfile(DEPLOY / "placeholder.png", static / "placeholder.png")
+    (static / "placeholder.png").chmod(0o644)
     conf = run_dir / "nginx.conf"
     conf.write_text(conf_text)
     args = [NGINX, "-p", f"{run_dir}/", "-c", str(conf), "-e", str(run_dir / "error.log")]
