@@ -369,9 +369,14 @@ class ResizeService:
     def _lead(self, requests: list[RenderRequest]) -> Result:
         request = requests[0]
         if self.recent.wait(request.key, self.settings.redis_wait):
-            stored = self._read_stored(request)
-            if stored is not None:
-                return stored
+            # This process stored it a moment ago. Some S3-compatible servers (s3rver) make a
+            # fresh object readable a little after the PUT returns: a few short retries beat
+            # rendering it a second time.
+            for delay in (0, 0.05, 0.1, 0.2):
+                time.sleep(delay)
+                stored = self._read_stored(request)
+                if stored is not None:
+                    return stored
         token = None
         if self.coordinator is not None:
             try:
