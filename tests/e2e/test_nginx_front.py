@@ -174,3 +174,25 @@ def test_20_concurrent_misses_for_one_key_render_once(front):
     assert len(outcomes) == 20
     assert outcomes.count("rendered") == 1, outcomes
     assert len(front.events(key, "stored")) == 1
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/readyz"])
+def test_operators_endpoints_are_not_public(front, path):
+    """Through a balancer or CDN (X-Forwarded-For) or on the image domain: 404; from inside: answered."""
+    inside = requests.get(front.resize_url + path, timeout=30)
+    assert inside.status_code == 200
+    forwarded = requests.get(front.resize_url + path, headers={"X-Forwarded-For": "203.0.113.9"}, timeout=30)
+    assert forwarded.status_code == 404
+    image_domain = get(front, path)
+    assert image_domain.status_code == 404 and image_domain.headers["Content-Type"].startswith("text/plain")
+    assert requests.get(front.resize_url + "/healthz", headers={"X-Forwarded-For": "203.0.113.9"},
+                        timeout=30).status_code == 200  # the balancer's health check still works
+
+
+def test_s3_errors_other_than_a_miss_are_short_text_not_xml(front):
+    response = get(front, "/photos/" + "a" * 1100 + "_200x200.jpg")  # s3rver: 500 InternalError for a long key
+    assert response.status_code in (400, 502)
+    assert "xml" not in response.headers["Content-Type"] and b"<Error>" not in response.content
+    post = requests.post(front.image_url + "/photos/earth.jpg", data=b"x", timeout=30)
+    assert post.status_code == 405 and post.headers["Content-Type"].startswith("text/plain")
+    assert post.headers["Allow"] == "GET, HEAD"
