@@ -224,7 +224,9 @@ def main() -> int:
     text = report(results)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pregen.md").write_text(text + "\n")
+    # Short smoke runs (fewer than 3 rounds) do not overwrite the quoted results.
+    name = "pregen.md" if args.rounds >= 3 else "pregen-quick.md"
+    (RESULTS / name).write_text(text + "\n")
     (WORK / "pregen.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"({time.perf_counter() - t0:.0f} s; raw numbers in bench/.work/pregen.json)")
     return 0

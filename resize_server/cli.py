@@ -51,9 +51,33 @@ def serve(bind: str | None) -> None:
         os.environ["RESIZE_BIND"] = bind  # validated with the rest, and read by gunicorn_conf
     settings = _settings()  # fail fast, with every bad variable named, before gunicorn forks
     check_or_exit(settings)  # and with the cause when the bucket is unreachable with these credentials
+    busy = _bind_in_use(settings.bind)
+    if busy:
+        raise click.ClickException(busy)
     args = [sys.executable, "-m", "gunicorn", "-c", "python:resize_server.gunicorn_conf",
             "resize_server.http:create_app()"]
     os.execv(sys.executable, args)
+
+
+def _bind_in_use(bind: str) -> str | None:
+    """One line naming a TCP address already in use (gunicorn would retry five times, then stop)."""
+    import errno
+    import socket
+
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{bind} is in use: set RESIZE_BIND (or --bind) to another address"
+            return None  # anything else (a host name to resolve...) is gunicorn's to report
+    return None
 
 
 @main.command("check-config")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from .config import Settings
+from .errors import ResizeError
 from .storage.s3 import S3Storage, make_client
 from .website import bucket_policy, read_deploy_file, website_configuration
 
@@ -64,7 +65,11 @@ def _die_with_parent(parent: int):
 
 
 def spawn(args: list[str], *, log_file=None, **kwargs) -> subprocess.Popen:
-    """Start a child in its own session that dies with this process; stop it with ``stop()``."""
+    """Start a child in its own session that dies with this process; stop it with ``stop()``.
+
+    The kernel ties PR_SET_PDEATHSIG to the *thread* that forked: call this from a
+    thread that lives as long as the child should (the main thread, a fixture).
+    """
     stdout = log_file if log_file is not None else subprocess.DEVNULL
     return subprocess.Popen(args, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_die_with_parent(os.getpid()), **kwargs)
@@ -272,7 +277,9 @@ def nginx_values(run_dir: Path, *, listen: str, image_listen: str, upstream: str
         # s3rver answers as the S3 API (not as the website) to s3.<its --service-endpoint>.
         "RESIZE_NGINX_S3_HOST": s3_host,
         "RESIZE_NGINX_BUCKET": bucket,
-        "RESIZE_NGINX_STATIC_DIR": str(DEPLOY),
+        # A copy in the run folder: nginx's workers (nobody, when started as root) may not be able to
+        # read a checkout under /root or a 0700 temporary folder.
+        "RESIZE_NGINX_STATIC_DIR": str(run_dir / "static"),
     }
 
 
@@ -283,6 +290,10 @@ def nginx_command(conf_text: str, run_dir: Path) -> list[str]:
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in NGINX_TEMP_DIRS:
         (run_dir / name).mkdir(exist_ok=True)
+    static = run_dir / "static"
+    static.mkdir(exist_ok=True)
+    shutil.copyfile(DEPLOY / "placeholder.png", static / "placeholder.png")
+    (static / "placeholder.png").chmod(0o644)
     conf = run_dir / "nginx.conf"
     conf.write_text(conf_text)
     args = [NGINX, "-p", f"{run_dir}/", "-c", str(conf), "-e", str(run_dir / "error.log")]
@@ -391,6 +402,25 @@ def cli_env(s3_port: int, bucket: str = "images") -> dict[str, str]:
     }
 
 
+RUN_DIR_PREFIX = "resize-stack-"
+
+
+def _remove_stale_run_dirs() -> None:
+    """Remove the folders of earlier stacks whose process is gone (a SIGKILLed one cannot clean up)."""
+    for run_dir in Path(tempfile.gettempdir()).glob(RUN_DIR_PREFIX + "*"):
+        try:
+            owner = int((run_dir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being set up
+        try:
+            os.kill(owner, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's live process
+
+
 def _say(text: str, *, err: bool = False) -> None:
     """Print, ignoring a closed terminal or pipe (SIGHUP): stopping must not fail on a print."""
     try:
@@ -406,7 +436,9 @@ def main() -> int:
         return 2
     s3_port, resize_port, nginx_port = ports["S3_PORT"], ports["RESIZE_PORT"], ports["NGINX_PORT"]
     bucket = "images"
-    run_dir = Path(tempfile.mkdtemp(prefix="resize-stack-"))
+    _remove_stale_run_dirs()
+    run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    (run_dir / "owner.pid").write_text(str(os.getpid()))
     run_dir.chmod(0o755)  # nginx's workers (`nobody` when started as root) reach the gunicorn socket in it
     procs: list[subprocess.Popen] = []
     state = {"stopping": False, "starting": False, "pending": None}
@@ -473,6 +505,9 @@ def main() -> int:
         return 0
     except (RuntimeError, TimeoutError, OSError) as exc:
         _say(f"make run: {exc}", err=True)
+        return 1
+    except ResizeError as exc:  # s3rver refused the bucket set-up or the uploads
+        _say(f"make run: {exc.public}: {exc.detail}", err=True)
         return 1
     finally:
         state["stopping"] = True  # from here on a signal is only noted: nothing interrupts the stop

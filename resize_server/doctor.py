@@ -279,11 +279,17 @@ class Doctor:
         limits: SourceLimits = settings.source_limits
         try:
             source = S3Storage(self._s3(), settings.bucket).get(key, limits.max_bytes)
-            header = limits.inspect(source.data)
         except ResizeError as exc:
             self.add("read a source", FAIL, f"{key}: {exc.public}: {exc.detail}",
                      "grant s3:GetObject on the originals (RESIZE_SOURCE_PREFIXES) to the server's role"
                      if isinstance(exc, UpstreamAccessDenied) else "pass --probe-source with an original image key")
+            return
+        try:
+            header = limits.inspect(source.data)
+        except ResizeError as exc:
+            # The read worked, which is what this checks; one bad upload is the client's 4xx, not a broken deployment.
+            self.add("read a source", PASS, f"read {key}: {len(source.data)} bytes (the object itself would be "
+                     f"refused: {exc.status} {exc.public}; pass --probe-source to probe another)")
             return
         self.add("read a source", PASS, f"read {key}: {len(source.data)} bytes, {header.format} "
                  f"{header.width}x{header.height}")

@@ -75,7 +75,8 @@ class ResizeService:
         self.catalog = settings.catalog
         self.limits = settings.source_limits
         # Output formats the engine can write (AVIF only where ImageMagick has an encoder).
-        self.formats = formats if formats is not None else frozenset(("jpeg", "png", "gif", "webp"))
+        self._formats = formats
+        self._probe_formats = None
         self.gate = RenderGate(settings.render_concurrency, settings.queue_size, settings.queue_timeout)
         # Followers wait as long as a leader can take: the gate, a possible wait for
         # another instance, the S3 read with its retries, and the render.
@@ -95,13 +96,23 @@ class ResizeService:
 
     # ---- parsing and policing (no I/O) ---------------------------------------------
 
+    def can_encode(self, fmt: str) -> bool:
+        """Whether the engine writes ``fmt``; asked of ImageMagick the first time it is needed.
+
+        Not at start-up: probing the AVIF encoder (libaom) costs ~150 ms and ~130 MB of peak
+        memory, which every worker and every Lambda cold start would pay for nothing.
+        """
+        if self._formats is None:
+            self._formats = (self._probe_formats or (lambda: frozenset(("jpeg", "png", "gif", "webp"))))()
+        return fmt in self._formats
+
     def request_for(self, key: str) -> RenderRequest:
         """Parse and police a key without any I/O."""
         request = parse_key(key, self.catalog, style_separator=self.settings.style_separator,
                             source_extensions=self.settings.source_extension_list)
         if request.preset is None:
             self.catalog.check_size(request.ops)
-        if request.format not in self.formats:
+        if not self.can_encode(request.format):
             raise NotADerivedKey(f"{request.format} output is not supported by this server")
         prefixes = self.settings.prefixes
         if prefixes:
@@ -195,7 +206,7 @@ class ResizeService:
         try:
             return self._read_stored(request)
         except ResizeError as exc:
-            log.info("could not read the derived key; rendering", extra={"fields": {
+            log.debug("could not read the derived key; rendering", extra={"fields": {
                 "key": request.key, "error": type(exc).__name__, "detail": exc.detail}})
             return None
 
@@ -240,7 +251,7 @@ class ResizeService:
         self.catalog.check_bounds(ops)
         header = self.limits.inspect(data)
         fmt = ops.format or header.format
-        if fmt not in self.formats:
+        if not self.can_encode(fmt):
             raise UnsupportedFormat(f"{fmt} output is not supported by this server", parameter="format")
         with self.gate.slot():
             t0 = time.perf_counter()
@@ -320,7 +331,7 @@ class ResizeService:
         for name, _, _ in targets:
             ops = self.catalog.preset(name)
             fmt = ops.format or source_format
-            if fmt not in self.formats:
+            if not self.can_encode(fmt):
                 raise UnsupportedFormat(f"{fmt} output is not supported by this server")
             jobs.append(Job(self._plan(header, ops), fmt))
         self.metrics.observe("source_bytes", len(source.data))
@@ -347,14 +358,25 @@ class ResizeService:
         """Store everything still queued (graceful shutdown, tests)."""
         return self.store_queue.drain(timeout)
 
+    def close(self, timeout: float = 30.0) -> bool:
+        """Drain the stores and wait for reads still under way (a derived-key read that outlived its request)."""
+        drained = self.drain(timeout)
+        self._readers.shutdown(wait=True)
+        return drained
+
     # ---- internals -----------------------------------------------------------
 
     def _lead(self, requests: list[RenderRequest]) -> Result:
         request = requests[0]
         if self.recent.wait(request.key, self.settings.redis_wait):
-            stored = self._read_stored(request)
-            if stored is not None:
-                return stored
+            # This process stored it a moment ago. Some S3-compatible servers (s3rver) make a
+            # fresh object readable a little after the PUT returns: a few short retries beat
+            # rendering it a second time.
+            for delay in (0, 0.05, 0.1, 0.2):
+                time.sleep(delay)
+                stored = self._read_stored(request)
+                if stored is not None:
+                    return stored
         token = None
         if self.coordinator is not None:
             try:
@@ -498,26 +520,36 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
 
         configure_process(settings.magick_memory_mb * 1024 * 1024, settings.max_source_pixels)
         engine = WandEngine(jpeg_quality=settings.jpeg_quality)
-    formats = _encodable_formats(engine)
+    probe = _encodable_formats if _is_wand(engine) else None
     if coordinator is None and settings.redis_url:
         from .coordination import RedisCoordinator
 
         coordinator = RedisCoordinator.from_url(settings.redis_url, settings.redis_lock_ms, metrics=metrics)
     # S3 latency and errors by kind are measured around every storage call.
     storage = instrument_storage(storage, metrics)
-    return ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics, formats=formats)
+    service = ResizeService(settings, storage, engine, coordinator=coordinator, metrics=metrics)
+    service._probe_formats = probe
+    return service
 
 
-def _encodable_formats(engine) -> frozenset[str] | None:
-    """What the engine can write, asked once per process (AVIF depends on the ImageMagick build)."""
+def _is_wand(engine) -> bool:
     from .imaging import wand_engine
 
-    if isinstance(engine, wand_engine.WandEngine):
-        global _FORMATS
-        if _FORMATS is None:
-            _FORMATS = wand_engine.encodable_formats()
-        return _FORMATS
-    return None
+    return isinstance(engine, wand_engine.WandEngine)
+
+
+def _encodable_formats() -> frozenset[str]:
+    """What ImageMagick can write, asked once per process (AVIF depends on the build)."""
+    global _FORMATS
+    if _FORMATS is None:
+        _FORMATS = wand_engine_formats()
+    return _FORMATS
+
+
+def wand_engine_formats() -> frozenset[str]:
+    from .imaging import wand_engine
+
+    return wand_engine.encodable_formats()
 
 
 _FORMATS: frozenset[str] | None = None

@@ -30,6 +30,31 @@ def photo(name: str = "Landscape_1.jpg") -> bytes:
 
 
 @pytest.fixture(autouse=True)
+def close_services(monkeypatch):
+    """Every service a test builds is closed when the test ends, before its moto mock does: no read of a
+    derived key may outlive the test and reach for the real AWS endpoint."""
+    from resize_server import service as service_module
+
+    real = service_module.build_service
+
+    def tracked(*args, **kwargs):
+        _BUILT.append(real(*args, **kwargs))
+        return _BUILT[-1]
+
+    monkeypatch.setattr(service_module, "build_service", tracked)
+    yield
+    close_built_services()
+
+
+_BUILT: list = []
+
+
+def close_built_services() -> None:
+    while _BUILT:
+        _BUILT.pop().close(timeout=10)
+
+
+@pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch):
     """Fake credentials so nothing can reach real AWS, whatever the developer's environment holds."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -66,6 +91,7 @@ def s3(settings):
         client = make_client(settings)
         client.create_bucket(Bucket=BUCKET)
         yield client
+        close_built_services()  # while moto still answers
 
 
 @pytest.fixture

@@ -152,6 +152,7 @@ class Front(Stack):
         return self.run_dir / "gunicorn.sock"
 
     def events(self, key: str, msg: str = "request") -> list[dict]:
+        """Log lines about ``key``: by default the one line per request (http/requestlog.py)."""
         return [e for e in self.log_events() if e.get("key") == key and e.get("msg") == msg]
 
 

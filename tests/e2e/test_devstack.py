@@ -163,9 +163,14 @@ def test_make_run_stopped_with_sigterm_to_its_group_leaves_nothing(running_stack
 
 def test_children_die_with_a_sigkilled_make_run(running_stack):
     stack = running_stack()
+    run_dir = Path(re.search(r"data in (\S+)/s3rver", stack.output).group(1))
     os.kill(stack.proc.pid, signal.SIGKILL)  # no handler runs: only the kernel can stop the children
     stack.proc.wait(5)
     assert_all_gone(stack, timeout=20)
+    # Its folder is left behind (nothing ran to remove it); the next `make run` sweeps it away.
+    assert run_dir.exists()
+    devstack._remove_stale_run_dirs()
+    assert not run_dir.exists()
 
 
 # ---- the banner ----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_readyz_against_a_black_hole_is_504_within_the_deadline(caplog, env, dea
         response, elapsed, records = readyz(app, caplog)
         assert hole.accepted == 1  # one attempt: no retry, no second connection
     assert_plain_error(response, 504, "storage backend timed out")
-    assert deadline - 0.2 <= elapsed <= deadline + 1.0, f"{elapsed:.2f} s for a {deadline} s deadline"
+    assert deadline - 0.2 <= elapsed <= deadline + 2.0, f"{elapsed:.2f} s for a {deadline} s deadline"
     assert records and records[0]["error"] == "UpstreamTimeout"
     assert hole.url in records[0]["detail"]
 

@@ -193,3 +193,13 @@ def test_a_refused_request_is_answered_after_its_body_was_read(api):
     body = Tracked(photo())
     response = api.post("/transform?w=10", input_stream=body, headers={"Content-Length": str(len(photo()))})
     assert response.status_code == 401 and body.tell() == len(photo())
+
+
+def test_avif_exactly_when_this_imagemagick_encodes_it(api):
+    service = api.application.extensions["resize"]
+    response = post(api, "format=avif&w=64")
+    if service.can_encode("avif"):  # detected by encoding, on first use
+        assert response.status_code == 200 and response.mimetype == "image/avif"
+        assert response.data[4:12] == b"ftypavif"
+    else:
+        assert response.status_code == 415 and error_of(response)["parameter"] == "format"

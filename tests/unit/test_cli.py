@@ -288,3 +288,19 @@ def test_check_config_hides_secrets():
     lines = result.stdout.splitlines()
     assert "RESIZE_API_KEYS='<2 key(s) hidden>'" in lines
     assert "RESIZE_REDIS_URL='redis://:***@127.0.0.1:6379/0'" in lines
+
+
+def test_serve_names_a_busy_port_in_one_line(monkeypatch):
+    import socket
+
+    def no_exec(*args):  # should the check let it through, fail here instead of replacing pytest with gunicorn
+        raise AssertionError("serve went on to exec gunicorn on a busy port")
+
+    monkeypatch.setattr("os.execv", no_exec)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", RESIZE_BUCKET=BUCKET, RESIZE_STARTUP_CHECK="false", RESIZE_BIND=f"127.0.0.1:{port}")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: 127.0.0.1:{port} is in use: set RESIZE_BIND (or --bind) to another address"

@@ -163,3 +163,16 @@ def test_without_a_host_the_redirect_host_is_reported_not_compared(aws, monkeypa
     assert result.exit_code == 0, result.output
     assert lines["redirect host"][0] == "SKIP"
     assert f"the rules point at {HOST}; pass --host" in lines["redirect host"][1]
+
+
+def test_one_bad_upload_does_not_fail_the_read_check(aws):
+    """The probe reads the first original listed; a pixel bomb there is a client's 413, not a broken deployment."""
+    import struct
+    import zlib
+
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    aws.put_object(Bucket=BUCKET, Key="a-first/bomb.png", Body=bomb)
+    result, lines = doctor()
+    assert lines["read a source"][0] == "PASS", result.output
+    assert "a-first/bomb.png" in lines["read a source"][1] and "413" in block(result.output, lines["read a source"][1])
