@@ -359,7 +359,7 @@ def cmd_ablate(args):
     return results
 
 
-STAGE_CASES = [("24mp.jpg", 200), ("12mp.jpg", 1024), ("2mp.jpg", 1024), ("2mp.png", 200), ("2mp.png", 1024)]
+STAGE_CASES = [("24mp.jpg", 200), ("12mp.jpg", 200), ("12mp.jpg", 1024), ("2mp.jpg", 1024), ("2mp.png", 200), ("2mp.png", 1024)]
 
 
 def cmd_stages(args):
