@@ -20,7 +20,8 @@ from wand.exceptions import (
     ResourceLimitFatalError,
     WandException,
 )
-from wand.image import Image
+from wand.api import library as magick_wand
+from wand.image import FILTER_TYPES, Image
 from wand.resource import limits as magick_limits
 
 from ..errors import CorruptImage, SourceTooLarge, UnsupportedFormat
@@ -221,7 +222,20 @@ def _resize(engine: WandEngine, img: Image, job: Job) -> None:
         # lanczos pass works on few pixels.
         img.scale(2 * target_w, 2 * target_h)
     if (img.width, img.height) != plan.resize:
-        img.resize(target_w, target_h, filter=engine.filter)
+        _resize_one_frame(img, target_w, target_h, engine.filter)
+
+
+def _resize_one_frame(img: Image, width: int, height: int, filter: str) -> None:
+    """``img.resize(width, height, filter=filter)`` for a single-frame image.
+
+    Wand's ``resize`` first asks ImageMagick for the image's MIME type, to
+    coalesce a GIF animation: 0.35-0.45 ms of ``MagickToMime`` per call
+    (measured, 12 MP -> 200: about 10% of the work after the decode).  The
+    engine reads one frame only ("[0]"), so it calls MagickResizeImage itself.
+    """
+    if not magick_wand.MagickResizeImage(img.wand, width, height, FILTER_TYPES.index(filter), ctypes.c_double(1.0)):
+        img.raise_exception()
+    magick_wand.MagickSetSize(img.wand, width, height)
 
 
 def _fill_crop(engine: WandEngine, img: Image, job: Job) -> None:
