@@ -184,10 +184,11 @@ def main() -> int:
     report.add("")
     report.add(f"Total benchmark time: {total:.0f} s (excluding venv setup); load average at end: "
                + " ".join(f"{v:.2f}" for v in os.getloadavg()) + ".")
-    (WORK / "latest.json").write_text(json.dumps(raw, indent=1, default=str))
+    raw_path = WORK / ("latest-quick.json" if args.quick else "latest.json")
+    raw_path.write_text(json.dumps(raw, indent=1, default=str))
     out = RESULTS / ("latest-quick.md" if args.quick else "latest.md")
     out.write_text(report.markdown())
-    print(f"\nwrote {out.relative_to(BENCH.parent)} (raw numbers: {(WORK / 'latest.json').relative_to(BENCH.parent)})")
+    print(f"\nwrote {out.relative_to(BENCH.parent)} (raw numbers: {raw_path.relative_to(BENCH.parent)})")
     return 0
 
 
