@@ -165,8 +165,25 @@ def floor_vips(data, box):
     return image.width, image.height
 
 
+def decode_im(data, box):
+    """ImageMagick's decode alone, with the package's jpeg:size hint (no resize, no encode)."""
+    from wand.image import Image
+
+    from resize_server import sniff
+    from resize_server.imaging import geometry
+
+    header = sniff.read_header(data)
+    plan = geometry.plan(header, box, box, "fit", False)
+    with Image() as img:
+        if plan.load_hint is not None:
+            img.options["jpeg:size"] = "%dx%d" % plan.load_hint
+        img.read(blob=data, format=header.format + "[0]")
+        return img.size
+
+
 CONTENDERS = {
     "ours": lambda: ours_factory(),
+    "decode_im": lambda: decode_im,
     "today": lambda: today,
     "naive": lambda: naive,
     "pillow": lambda: pillow,
