@@ -17,8 +17,8 @@ from urllib.parse import quote
 from . import logs
 from .config import Settings
 from .coordination import CoordinatorUnavailable
-from .errors import (CorruptImage, NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound,
-                     UnsupportedFormat)
+from .errors import (CorruptImage, EncoderMissing, InvalidOperation, NotADerivedKey, OutsideSourcePrefixes,
+                     ResizeError, SourceNotFound)
 from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
 from .imaging.base import Engine, Job
 from .imaging.geometry import plan as make_plan
@@ -164,25 +164,43 @@ class ResizeService:
         """
         requests = [request] if isinstance(request, RenderRequest) else list(request)
         timings: dict[str, float] = {}
-        stored_read = self._readers.submit(self._stored_or_none, requests[0]) if check_stored else None
+        stored_read = None
+        missing: SourceNotFound | None = None
         with self.gate.slot():
+            # Submitted once a slot is ours: refused requests cost no S3 read, and reads in
+            # flight are bounded by the slots.
+            if check_stored:
+                stored_read = self._readers.submit(self._stored_or_none, requests[0])
             t0 = time.perf_counter()
             try:
                 matched, source_key, source = self._fetch_source(requests)
-            except SourceNotFound:
-                stored = self._await_stored(stored_read, timeout=self.settings.s3_read_timeout)
+            except SourceNotFound as exc:
+                missing = exc
+            except BaseException:
+                if stored_read is not None:
+                    stored_read.cancel()
+                raise
+            if missing is None:
+                # The source is here: give the derived read a moment more, never a slow S3's worth.
+                stored = self._await_stored(stored_read, timeout=STORED_READ_GRACE)
+                if stored is None and check_stored and matched is not requests[0]:
+                    # An alternative reading matched (curl's "+" for a space...): the image is
+                    # stored under that reading's key, so that is the one to look for.
+                    stored = self._stored_or_none(matched)
                 if stored is not None:
                     return stored
-                raise
-            # The source is here: give the derived read a moment more, never a slow S3's worth.
-            stored = self._await_stored(stored_read, timeout=STORED_READ_GRACE)
+                t1 = time.perf_counter()
+                header = self.limits.inspect(source.data)
+                plan = self._plan(header, matched.ops)
+                rendered = self.engine.render(source.data, header, plan, matched.format)
+                t2 = time.perf_counter()
+        if missing is not None:
+            # No source under any reading: the derived key may still be stored. Waited for
+            # outside the slot, so a flood of missing keys cannot hold the render slots.
+            stored = self._await_stored(stored_read, timeout=self.settings.s3_read_timeout)
             if stored is not None:
                 return stored
-            t1 = time.perf_counter()
-            header = self.limits.inspect(source.data)
-            plan = self._plan(header, matched.ops)
-            rendered = self.engine.render(source.data, header, plan, matched.format)
-            t2 = time.perf_counter()
+            raise missing
         timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
         self.metrics.inc("renders_total", format=matched.format)
         self.metrics.observe("render_duration_seconds", t2 - t1, format=matched.format)
@@ -252,7 +270,7 @@ class ResizeService:
         header = self.limits.inspect(data)
         fmt = ops.format or header.format
         if not self.can_encode(fmt):
-            raise UnsupportedFormat(f"{fmt} output is not supported by this server", parameter="format")
+            raise InvalidOperation(f"{fmt} output is not supported by this server", parameter="format")
         with self.gate.slot():
             t0 = time.perf_counter()
             rendered = self.engine.render(data, header, self._plan(header, ops), fmt)
@@ -332,7 +350,7 @@ class ResizeService:
             ops = self.catalog.preset(name)
             fmt = ops.format or source_format
             if not self.can_encode(fmt):
-                raise UnsupportedFormat(f"{fmt} output is not supported by this server")
+                raise EncoderMissing(detail=f"preset {name}: this ImageMagick cannot write {fmt}")
             jobs.append(Job(self._plan(header, ops), fmt))
         self.metrics.observe("source_bytes", len(source.data))
         with self.gate.slot():
@@ -374,7 +392,7 @@ class ResizeService:
             # rendering it a second time.
             for delay in (0, 0.05, 0.1, 0.2):
                 time.sleep(delay)
-                stored = self._read_stored(request)
+                stored = self._stored_or_none(request)
                 if stored is not None:
                     return stored
         token = None
@@ -423,7 +441,7 @@ class ResizeService:
                     log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
                     return None
                 time.sleep(0.05)
-            stored = self._read_stored(request)
+            stored = self._stored_or_none(request)
             outcome = "stored" if stored is not None else "not_stored"
             return stored
         finally:
