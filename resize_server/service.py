@@ -325,7 +325,7 @@ class ResizeService:
         source_storage = self.storage.for_bucket(bucket)
         targets = [(name, *self.destination(key, name, bucket)) for name in names]
         if source_etag is not None:
-            todo = [t for t in targets if not self._holds_rendering(t[1], t[2], source_etag)]
+            todo = [t for t in targets if not self.holds_rendering(t[1], t[2], source_etag)]
             result.outputs += [(b, k, "skipped-same-etag") for n, b, k in targets if (n, b, k) not in todo]
             if not todo:
                 return result
@@ -336,7 +336,7 @@ class ResizeService:
             return result
         etag = source.etag.strip('"')
         if source_etag is None or source_etag.strip('"') != etag:
-            todo = [t for t in targets if not self._holds_rendering(t[1], t[2], etag)]
+            todo = [t for t in targets if not self.holds_rendering(t[1], t[2], etag)]
             result.outputs += [(b, k, "skipped-same-etag") for n, b, k in targets if (n, b, k) not in todo]
             targets = todo
         if not targets:
@@ -368,7 +368,8 @@ class ResizeService:
             result.outputs.append((dest_bucket, dest_key, "rendered"))
         return result
 
-    def _holds_rendering(self, bucket: str, key: str, source_etag: str) -> bool:
+    def holds_rendering(self, bucket: str, key: str, source_etag: str) -> bool:
+        """Whether ``bucket``/``key`` already holds a rendering of the source with this ETag (one HEAD)."""
         info = self.storage.for_bucket(bucket).head(key)
         return info is not None and info.metadata.get("source-etag") == source_etag.strip('"')
 
@@ -538,7 +539,7 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
 
         configure_process(settings.magick_memory_mb * 1024 * 1024, settings.max_source_pixels)
         engine = WandEngine(jpeg_quality=settings.jpeg_quality)
-    probe = _encodable_formats if _is_wand(engine) else None
+    probe = _format_probe(engine)
     if coordinator is None and settings.redis_url:
         from .coordination import RedisCoordinator
 
@@ -550,24 +551,8 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
     return service
 
 
-def _is_wand(engine) -> bool:
+def _format_probe(engine):
+    """ImageMagick's own answer to what it can write (AVIF depends on the build), or None for other engines."""
     from .imaging import wand_engine
 
-    return isinstance(engine, wand_engine.WandEngine)
-
-
-def _encodable_formats() -> frozenset[str]:
-    """What ImageMagick can write, asked once per process (AVIF depends on the build)."""
-    global _FORMATS
-    if _FORMATS is None:
-        _FORMATS = wand_engine_formats()
-    return _FORMATS
-
-
-def wand_engine_formats() -> frozenset[str]:
-    from .imaging import wand_engine
-
-    return wand_engine.encodable_formats()
-
-
-_FORMATS: frozenset[str] | None = None
+    return wand_engine.encodable_formats if isinstance(engine, wand_engine.WandEngine) else None

@@ -7,6 +7,7 @@ this module ever sees a ``wand`` type.
 from __future__ import annotations
 
 import ctypes
+import functools
 import ctypes.util
 import logging
 import warnings
@@ -86,6 +87,7 @@ def _return_freed_memory_to_the_os() -> None:
 
 
 
+@functools.cache  # once per process: the AVIF probe costs ~150 ms
 def encodable_formats() -> frozenset[str]:
     """The output formats this ImageMagick build and policy can write (AVIF needs libheif with an encoder)."""
     from wand.color import Color
