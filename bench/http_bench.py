@@ -614,7 +614,7 @@ def main(source_path: Path, out_json: Path, quick: bool = False, log=print):
         log("HTTP: worker models at concurrency 8, interleaved segments")
         sync = ["--worker-class", "sync", "--threads", "1"]
         matrix = [
-            ("stock (gthread, 2 workers, 2 render slots each)", {}, []),
+            (f"stock ({_stock_label()})", {}, []),
             ("gthread, 1 worker, 1 render slot", {"RESIZE_WORKERS": "1", "RESIZE_RENDER_CONCURRENCY": "1"}, []),
             ("gthread, 2 workers, 1 render slot each", {"RESIZE_WORKERS": "2", "RESIZE_RENDER_CONCURRENCY": "1"}, []),
             ("gthread, 1 worker, 2 render slots", {"RESIZE_WORKERS": "1", "RESIZE_RENDER_CONCURRENCY": "2"}, []),
@@ -641,6 +641,15 @@ def main(source_path: Path, out_json: Path, quick: bool = False, log=print):
     results["wall_s"] = time.perf_counter() - t_start
     out_json.write_text(json.dumps(results, indent=1))
     return results
+
+
+def _stock_label() -> str:
+    """What the stock configuration is on this machine (gunicorn_conf.py reads these Settings)."""
+    from resize_server.config import Settings
+
+    s = Settings.from_env()
+    return (f"gthread, {s.gunicorn_workers} worker{'s' if s.gunicorn_workers != 1 else ''} x "
+            f"{s.gunicorn_threads} threads, {s.render_concurrency} render slots")
 
 
 def _worker_classes() -> dict:

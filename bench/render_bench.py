@@ -50,6 +50,65 @@ def ours_factory(**engine_kwargs):
     return ours
 
 
+def _today_hint(header, resize):
+    """geometry._load_hint as of commit 01ce0c7: the fitted size itself (which can tip the decode to 1/4)."""
+    if header.format != "jpeg":
+        return None
+    hint_w, hint_h = resize
+    if header.orientation in (5, 6, 7, 8):
+        hint_w, hint_h = hint_h, hint_w
+    if hint_w * 2 > header.width or hint_h * 2 > header.height:
+        return None
+    return hint_w, hint_h
+
+
+def today(data, box):
+    """The engine of commit 01ce0c7 ("today's engine" of issue 12), frozen: WandEngine._render and its hint rule.
+
+    Kept so every run measures the current engine against it, in time and in PSNR.
+    """
+    from wand.image import Image
+
+    from resize_server import sniff
+    from resize_server.imaging import geometry
+
+    header = sniff.read_header(data)
+    plan = geometry.plan(header, box, box, "fit", False)
+    load_hint = _today_hint(header, plan.resize)
+    with Image() as img:
+        if load_hint is not None:
+            img.options["jpeg:size"] = "%dx%d" % load_hint
+        img.read(blob=data, format=header.format + "[0]")
+        img.auto_orient()
+        if img.colorspace == "cmyk":
+            img.transform_colorspace("srgb")
+        target_w, target_h = plan.resize
+        if img.width > 2 * target_w and img.height > 2 * target_h:
+            img.scale(2 * target_w, 2 * target_h)
+        if (img.width, img.height) != plan.resize:
+            img.resize(target_w, target_h, filter="lanczos")
+        img.reset_coords()
+        img.strip()
+        img.format = "jpeg"
+        img.compression_quality = JPEG_QUALITY
+        return img.make_blob()
+
+
+def reference(data, box):
+    """The quality reference: full decode (no shrink-on-load), one lanczos pass, q85."""
+    from wand.image import Image
+
+    with Image(blob=data) as img:
+        img.auto_orient()
+        size = fitted(img.width, img.height, box)
+        if img.size != size:
+            img.resize(*size, filter="lanczos")
+        img.strip()
+        img.format = "jpeg"
+        img.compression_quality = JPEG_QUALITY
+        return img.make_blob()
+
+
 def naive(data, box):
     from wand.image import Image
 
@@ -108,6 +167,7 @@ def floor_vips(data, box):
 
 CONTENDERS = {
     "ours": lambda: ours_factory(),
+    "today": lambda: today,
     "naive": lambda: naive,
     "pillow": lambda: pillow,
     "pyvips": lambda: pyvips_thumb,
@@ -118,7 +178,7 @@ CONTENDERS = {
 # ---------------------------------------------------------------- engine variants (ablation)
 
 
-def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize"):
+def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize", prescale_above=None):
     """Our engine's pipeline with one knob changed.
 
     hint/filter variants call the package's WandEngine itself with a changed
@@ -131,6 +191,8 @@ def variant_factory(hint="fitted", filter="lanczos", strip=True, method="resize"
     from resize_server.imaging.wand_engine import WandEngine
 
     engine = WandEngine(jpeg_quality=JPEG_QUALITY, filter=filter)
+    if prescale_above is not None:
+        engine = dataclasses.replace(engine, prescale_above=prescale_above)
 
     def make_plan(data, box):
         header = sniff.read_header(data)
@@ -195,6 +257,8 @@ VARIANTS = {
     "Wand thumbnail() instead of resize": {"method": "thumbnail"},
     "scale() to 2x, then lanczos": {"method": "prescale"},
     "no strip": {"strip": False},
+    "pre-scale above 2x (the 01ce0c7 rule)": {"prescale_above": 2.0},
+    "never pre-scale (one lanczos pass)": {"prescale_above": 1e9},
 }
 ABLATION_CASES = [("24mp.jpg", 200), ("12mp.jpg", 200), ("24mp.jpg", 1024), ("12mp.jpg", 1024),
                   ("2mp.jpg", 1024), ("2mp.jpg", 200), ("2mp.png", 200)]
@@ -238,8 +302,11 @@ def cmd_micro(args):
         for box in BOXES:
             t0 = time.perf_counter()
             med, runs, outputs = interleaved(fns, data, box, budget_ms=args.budget_ms)
+            ref = reference(data, box)
+            quality = {k: psnr_db(outputs[k], ref) for k in ("ours", "today", "pillow", "pyvips")}
             results.append({"input": name, "box": box, "ms": med, "runs": runs,
                             "bytes": {k: out_size(v) for k, v in outputs.items()},
+                            "psnr_vs_reference": quality,
                             "wall_s": round(time.perf_counter() - t0, 2)})
             print(f"  micro {name} -> {box}: ours {med['ours']:.1f} ms, pyvips {med['pyvips']:.1f} ms "
                   f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr, flush=True)
@@ -254,6 +321,20 @@ def psnr(a: bytes, b: bytes) -> float | None:
             return None
         _, distortion = x.compare(y, metric="peak_signal_to_noise_ratio")
         return distortion
+
+
+IDENTICAL_DB = 99.0  # what psnr_db reports for pixel-identical outputs
+
+
+def psnr_db(a: bytes, b: bytes) -> float | None:
+    """PSNR in dB of ``a`` against ``b`` (None if the sizes differ; IDENTICAL_DB if no pixel differs)."""
+    try:
+        q = psnr(a, b)
+    except Exception:
+        return None
+    if q is None:
+        return None
+    return IDENTICAL_DB if q == 0 or q > 1e6 or q != q else min(float(q), IDENTICAL_DB)
 
 
 def cmd_ablate(args):
@@ -278,7 +359,7 @@ def cmd_ablate(args):
     return results
 
 
-STAGE_CASES = [("24mp.jpg", 200), ("12mp.jpg", 1024), ("2mp.jpg", 1024), ("2mp.png", 200), ("2mp.png", 1024)]
+STAGE_CASES = [("24mp.jpg", 200), ("12mp.jpg", 200), ("12mp.jpg", 1024), ("2mp.jpg", 1024), ("2mp.png", 200), ("2mp.png", 1024)]
 
 
 def cmd_stages(args):
