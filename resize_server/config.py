@@ -374,7 +374,7 @@ def _bind_problem(bind: str) -> str | None:
     """What is wrong with a gunicorn bind address, or None (``host:port``, ``[v6]:port``, ``unix:/path``, ``fd://N``)."""
     example = "host:port, [IPv6]:port or unix:/path/to.sock"
     if bind.startswith("unix:"):
-        return None if bind[5:] else f"needs a socket path: unix:/run/resize-server.sock"
+        return None if bind[5:] else "needs a socket path: unix:/run/resize-server.sock"
     if bind.startswith("fd://"):
         return None if bind[5:].isdigit() else "fd:// needs a file descriptor number (fd://3)"
     if bind.endswith("]") or ":" not in bind:

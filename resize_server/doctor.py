@@ -383,7 +383,8 @@ class Doctor:
 
         region = self.settings.region if self.settings else "us-east-1"
         try:
-            attributes = queue_attributes(url, region, client=self.sqs_client)
+            attributes = queue_attributes(url, region, client=self.sqs_client,
+                                          endpoint_url=self.settings.sqs_endpoint_url if self.settings else "")
         except ResizeError as exc:
             self.add("queue", FAIL, f"{url} did not answer: {exc.detail}",
                      "fix RESIZE_QUEUE_URL, or grant sqs:GetQueueAttributes/ReceiveMessage/DeleteMessage on it")

@@ -143,6 +143,16 @@ class Forbidden(ResizeError):
     log_level = logging.INFO
 
 
+class EncoderMissing(ResizeError):
+    """A preset asks for an output format this server's ImageMagick cannot write: the server's
+    fault, not the upload's, so pre-generation leaves the message for redelivery (and the
+    dead-letter queue) instead of dropping it as poison."""
+
+    status = 501
+    public = "output format not supported by this server"
+    transient = True
+
+
 class MethodNotAllowed(ResizeError):
     status = 405
     public = "method not allowed"

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -110,8 +109,8 @@ def backfill(service, bucket: str, prefix: str = "", *, presets: list[str] | Non
     if dry_run:
         names = list(presets or service.settings.event_preset_names)
         for obj in listing:
-            missing = [name for name in names if not _holds(service, *service.destination(obj.key, name, bucket),
-                                                            obj.etag)]
+            missing = [name for name in names if not service.holds_rendering(
+                *service.destination(obj.key, name, bucket), obj.etag)]
             summary.originals += 1
             summary.skipped += len(names) - len(missing)
             if missing:
@@ -171,11 +170,6 @@ def backfill(service, bucket: str, prefix: str = "", *, presets: list[str] | Non
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return summary
-
-
-def _holds(service, dest_bucket: str, dest_key: str, source_etag: str) -> bool:
-    info = service.storage.for_bucket(dest_bucket).head(dest_key)
-    return info is not None and info.metadata.get("source-etag") == source_etag.strip('"')
 
 
 # ---- access logs ------------------------------------------------------------------

@@ -243,6 +243,11 @@ def parse_key(key: str, catalog: Catalog | None = None, *, style_separator: str 
     if named is not None and catalog.preset(named["name"]) is not None:
         preset = named["name"]
         fmt = _format_of(named["ext"])
+        preset_format = catalog.preset(preset).format
+        if preset_format and preset_format != fmt:
+            # One key, one object: earth_small.jpg can never be WebP bytes from pre-generation and
+            # JPEG bytes on demand.
+            raise NotADerivedKey(f"preset {preset} renders {preset_format}, not .{named['ext']}")
         return RenderRequest(key=key, source_key=_join(folder, f"{named['stem']}.{named['ext']}"),
                              ops=catalog.preset(preset), format=fmt, preset=preset,
                              source_candidates=_candidates(folder, named["stem"], named["ext"], source_extensions))

@@ -102,8 +102,13 @@ def parse_operations(params: Mapping[str, str]) -> Operations:
     a bare flag ``fill``; flags take ``1/true/yes/on`` (or nothing) and ``0/false/no/off``.
     """
     values: dict = {}
+    seen: set[str] = set()
     for raw_name, raw_value in params.items():
         name = raw_name.strip().lower()
+        canonical = {"width": "w", "height": "h"}.get(name, name)
+        if canonical in seen:
+            raise InvalidOperation(f"{canonical} given more than once", parameter=canonical)
+        seen.add(canonical)
         value = raw_value.strip() if isinstance(raw_value, str) else raw_value
         if name in ("w", "width"):
             values["width"] = _side(value, name)
@@ -139,7 +144,7 @@ def parse_operations(params: Mapping[str, str]) -> Operations:
         elif name == "sharpen":
             values["sharpen"] = _bounded(value, SHARPEN_RANGE, name)
         elif name == "quality":
-            if not (value.isdigit() and 1 <= int(value) <= 100):
+            if not (re.fullmatch(r"[0-9]{1,3}", value) and 1 <= int(value) <= 100):
                 raise InvalidOperation("quality must be a whole number from 1 to 100", parameter="quality")
             values["quality"] = int(value)
         elif name == "format":
@@ -155,7 +160,7 @@ def parse_operations(params: Mapping[str, str]) -> Operations:
 def validated(ops: Operations) -> Operations:
     """Cross-field rules, shared by every way operations are written."""
     if ops.mode in ("fill", "pad") and (ops.width is None or ops.height is None):
-        raise InvalidSize(f"{ops.mode} needs both a width and a height")
+        raise InvalidSize(f"{ops.mode} needs both a width and a height", parameter="h" if ops.width else "w")
     if ops.bg is not None and ops.mode != "pad":
         raise InvalidOperation("bg only applies to pad", parameter="bg")
     if ops.gravity != "center" and ops.mode != "fill":
@@ -165,7 +170,8 @@ def validated(ops: Operations) -> Operations:
 
 def _side(value: str, name: str) -> int:
     if not _NUMBER.match(value):  # at most six digits: bounded before any policy looks
-        raise InvalidSize(f"{name} must be a positive whole number without leading zeros, got {value[:16]!r}")
+        raise InvalidSize(f"{name} must be a positive whole number without leading zeros, got {value[:16]!r}",
+                          parameter={"width": "w", "height": "h"}.get(name, name))
     return int(value)
 
 
@@ -196,7 +202,7 @@ def _bounded(value: str, bounds: tuple[float, float], name: str) -> float:
 
 def _crop(value: str) -> tuple[int, int, int, int]:
     parts = re.split(r"[,x:]", value)
-    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 6 for p in parts):
+    if len(parts) != 4 or not all(re.fullmatch(r"[0-9]{1,6}", p) for p in parts):
         raise InvalidOperation("crop must be x,y,w,h in source pixels", parameter="crop")
     x, y, w, h = map(int, parts)
     if w == 0 or h == 0:
@@ -296,7 +302,8 @@ def parse_sizes(text: str) -> frozenset[Size] | None:
         if not item:
             continue
         w, sep, h = item.partition("x")
-        if not sep or not (w or h) or not all(p == "" or (p.isdigit() and int(p) > 0) for p in (w, h)):
+        if not sep or not (w or h) or not all(p == "" or (re.fullmatch(r"[0-9]{1,6}", p) and int(p) > 0)
+                                              for p in (w, h)):
             raise ValueError(f"{item!r} is not WxH, Wx or xH with positive whole numbers")
         sizes.add((int(w) if w else None, int(h) if h else None))
     if not sizes:
@@ -350,9 +357,9 @@ class Catalog:
 
     def check_bounds(self, ops: Operations) -> None:
         if ops.width is not None and ops.width > self.max_width:
-            raise InvalidSize(f"width {ops.width} exceeds RESIZE_MAX_WIDTH={self.max_width}")
+            raise InvalidSize(f"width {ops.width} exceeds RESIZE_MAX_WIDTH={self.max_width}", parameter="w")
         if ops.height is not None and ops.height > self.max_height:
-            raise InvalidSize(f"height {ops.height} exceeds RESIZE_MAX_HEIGHT={self.max_height}")
+            raise InvalidSize(f"height {ops.height} exceeds RESIZE_MAX_HEIGHT={self.max_height}", parameter="h")
 
     def with_presets(self, **presets: Operations) -> "Catalog":
         return replace(self, presets={**self.presets, **presets})

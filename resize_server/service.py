@@ -17,8 +17,8 @@ from urllib.parse import quote
 from . import logs
 from .config import Settings
 from .coordination import CoordinatorUnavailable
-from .errors import (CorruptImage, NotADerivedKey, OutsideSourcePrefixes, ResizeError, SourceNotFound,
-                     UnsupportedFormat)
+from .errors import (CorruptImage, EncoderMissing, InvalidOperation, NotADerivedKey, OutsideSourcePrefixes,
+                     ResizeError, SourceNotFound)
 from .flow import RecentStores, RenderGate, SingleFlight, StoreQueue
 from .imaging.base import Engine, Job
 from .imaging.geometry import plan as make_plan
@@ -164,25 +164,43 @@ class ResizeService:
         """
         requests = [request] if isinstance(request, RenderRequest) else list(request)
         timings: dict[str, float] = {}
-        stored_read = self._readers.submit(self._stored_or_none, requests[0]) if check_stored else None
+        stored_read = None
+        missing: SourceNotFound | None = None
         with self.gate.slot():
+            # Submitted once a slot is ours: refused requests cost no S3 read, and reads in
+            # flight are bounded by the slots.
+            if check_stored:
+                stored_read = self._readers.submit(self._stored_or_none, requests[0])
             t0 = time.perf_counter()
             try:
                 matched, source_key, source = self._fetch_source(requests)
-            except SourceNotFound:
-                stored = self._await_stored(stored_read, timeout=self.settings.s3_read_timeout)
+            except SourceNotFound as exc:
+                missing = exc
+            except BaseException:
+                if stored_read is not None:
+                    stored_read.cancel()
+                raise
+            if missing is None:
+                # The source is here: give the derived read a moment more, never a slow S3's worth.
+                stored = self._await_stored(stored_read, timeout=STORED_READ_GRACE)
+                if stored is None and check_stored and matched is not requests[0]:
+                    # An alternative reading matched (curl's "+" for a space...): the image is
+                    # stored under that reading's key, so that is the one to look for.
+                    stored = self._stored_or_none(matched)
                 if stored is not None:
                     return stored
-                raise
-            # The source is here: give the derived read a moment more, never a slow S3's worth.
-            stored = self._await_stored(stored_read, timeout=STORED_READ_GRACE)
+                t1 = time.perf_counter()
+                header = self.limits.inspect(source.data)
+                plan = self._plan(header, matched.ops)
+                rendered = self.engine.render(source.data, header, plan, matched.format)
+                t2 = time.perf_counter()
+        if missing is not None:
+            # No source under any reading: the derived key may still be stored. Waited for
+            # outside the slot, so a flood of missing keys cannot hold the render slots.
+            stored = self._await_stored(stored_read, timeout=self.settings.s3_read_timeout)
             if stored is not None:
                 return stored
-            t1 = time.perf_counter()
-            header = self.limits.inspect(source.data)
-            plan = self._plan(header, matched.ops)
-            rendered = self.engine.render(source.data, header, plan, matched.format)
-            t2 = time.perf_counter()
+            raise missing
         timings.update(fetch_ms=round((t1 - t0) * 1000, 1), render_ms=round((t2 - t1) * 1000, 1))
         self.metrics.inc("renders_total", format=matched.format)
         self.metrics.observe("render_duration_seconds", t2 - t1, format=matched.format)
@@ -252,7 +270,7 @@ class ResizeService:
         header = self.limits.inspect(data)
         fmt = ops.format or header.format
         if not self.can_encode(fmt):
-            raise UnsupportedFormat(f"{fmt} output is not supported by this server", parameter="format")
+            raise InvalidOperation(f"{fmt} output is not supported by this server", parameter="format")
         with self.gate.slot():
             t0 = time.perf_counter()
             rendered = self.engine.render(data, header, self._plan(header, ops), fmt)
@@ -307,7 +325,7 @@ class ResizeService:
         source_storage = self.storage.for_bucket(bucket)
         targets = [(name, *self.destination(key, name, bucket)) for name in names]
         if source_etag is not None:
-            todo = [t for t in targets if not self._holds_rendering(t[1], t[2], source_etag)]
+            todo = [t for t in targets if not self.holds_rendering(t[1], t[2], source_etag)]
             result.outputs += [(b, k, "skipped-same-etag") for n, b, k in targets if (n, b, k) not in todo]
             if not todo:
                 return result
@@ -318,7 +336,7 @@ class ResizeService:
             return result
         etag = source.etag.strip('"')
         if source_etag is None or source_etag.strip('"') != etag:
-            todo = [t for t in targets if not self._holds_rendering(t[1], t[2], etag)]
+            todo = [t for t in targets if not self.holds_rendering(t[1], t[2], etag)]
             result.outputs += [(b, k, "skipped-same-etag") for n, b, k in targets if (n, b, k) not in todo]
             targets = todo
         if not targets:
@@ -332,7 +350,7 @@ class ResizeService:
             ops = self.catalog.preset(name)
             fmt = ops.format or source_format
             if not self.can_encode(fmt):
-                raise UnsupportedFormat(f"{fmt} output is not supported by this server")
+                raise EncoderMissing(detail=f"preset {name}: this ImageMagick cannot write {fmt}")
             jobs.append(Job(self._plan(header, ops), fmt))
         self.metrics.observe("source_bytes", len(source.data))
         with self.gate.slot():
@@ -350,7 +368,8 @@ class ResizeService:
             result.outputs.append((dest_bucket, dest_key, "rendered"))
         return result
 
-    def _holds_rendering(self, bucket: str, key: str, source_etag: str) -> bool:
+    def holds_rendering(self, bucket: str, key: str, source_etag: str) -> bool:
+        """Whether ``bucket``/``key`` already holds a rendering of the source with this ETag (one HEAD)."""
         info = self.storage.for_bucket(bucket).head(key)
         return info is not None and info.metadata.get("source-etag") == source_etag.strip('"')
 
@@ -374,7 +393,7 @@ class ResizeService:
             # rendering it a second time.
             for delay in (0, 0.05, 0.1, 0.2):
                 time.sleep(delay)
-                stored = self._read_stored(request)
+                stored = self._stored_or_none(request)
                 if stored is not None:
                     return stored
         token = None
@@ -423,7 +442,7 @@ class ResizeService:
                     log.info("lock wait timed out, rendering here", extra={"fields": {"key": request.key}})
                     return None
                 time.sleep(0.05)
-            stored = self._read_stored(request)
+            stored = self._stored_or_none(request)
             outcome = "stored" if stored is not None else "not_stored"
             return stored
         finally:
@@ -520,7 +539,7 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
 
         configure_process(settings.magick_memory_mb * 1024 * 1024, settings.max_source_pixels)
         engine = WandEngine(jpeg_quality=settings.jpeg_quality)
-    probe = _encodable_formats if _is_wand(engine) else None
+    probe = _format_probe(engine)
     if coordinator is None and settings.redis_url:
         from .coordination import RedisCoordinator
 
@@ -532,24 +551,8 @@ def build_service(settings: Settings, *, storage: Storage | None = None, engine:
     return service
 
 
-def _is_wand(engine) -> bool:
+def _format_probe(engine):
+    """ImageMagick's own answer to what it can write (AVIF depends on the build), or None for other engines."""
     from .imaging import wand_engine
 
-    return isinstance(engine, wand_engine.WandEngine)
-
-
-def _encodable_formats() -> frozenset[str]:
-    """What ImageMagick can write, asked once per process (AVIF depends on the build)."""
-    global _FORMATS
-    if _FORMATS is None:
-        _FORMATS = wand_engine_formats()
-    return _FORMATS
-
-
-def wand_engine_formats() -> frozenset[str]:
-    from .imaging import wand_engine
-
-    return wand_engine.encodable_formats()
-
-
-_FORMATS: frozenset[str] | None = None
+    return wand_engine.encodable_formats if isinstance(engine, wand_engine.WandEngine) else None

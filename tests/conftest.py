@@ -8,7 +8,6 @@ from pathlib import Path
 # Before ImageMagick loads: the tests run under the restrictive policy the server ships.
 os.environ.setdefault("MAGICK_CONFIGURE_PATH", str(Path(__file__).resolve().parent.parent / "deploy"))
 
-import boto3
 import pytest
 from moto import mock_aws
 

@@ -70,8 +70,10 @@ def install(app: Flask) -> None:
             service.metrics.sample_gauges()  # gauges as this request leaves them (multiprocess mode)
         fields = {"request_id": notes["request_id"], "method": request.method, "route": route,
                   "path": request.path, "status": response.status_code}
-        fields.update((k, v) for k, v in notes.items() if k not in _PRIVATE_NOTES)
-        if notes.get("store_failed") and fields.get("outcome") == "rendered":
+        # A snapshot: a store running in the background may add a note meanwhile.
+        snapshot = dict(notes)
+        fields.update((k, v) for k, v in snapshot.items() if k not in _PRIVATE_NOTES)
+        if snapshot.get("store_failed") and fields.get("outcome") == "rendered":
             fields["outcome"] = "store-failed"  # served, but storing it failed in this request (inline store)
         if response.status_code >= 400:
             fields.setdefault("outcome", "error")

@@ -45,8 +45,6 @@ from .base import ListedObject, ObjectInfo, SourceObject, StoredObject
 log = logging.getLogger(__name__)
 
 DERIVED_TAG = "resize-derived=true"
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
 def make_client(settings, max_pool_connections: int = 32, credentials: dict | None = None, *,
@@ -437,11 +435,12 @@ class BucketInspector:
         self._ask("DeleteObject", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
 
-def queue_attributes(queue_url: str, region: str, client=None) -> dict:
+def queue_attributes(queue_url: str, region: str, client=None, endpoint_url: str = "") -> dict:
     """The SQS queue's depth and redrive policy; raises ``UpstreamError`` when it does not answer."""
     if client is None:
         client = boto3.session.Session().client(
-            "sqs", region_name=region, config=Config(connect_timeout=2, read_timeout=5,
+            "sqs", region_name=region, endpoint_url=endpoint_url or None,
+            config=Config(connect_timeout=2, read_timeout=5,
                                                      retries={"total_max_attempts": 2, "mode": "standard"}))
     try:
         response = client.get_queue_attributes(

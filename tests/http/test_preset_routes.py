@@ -170,3 +170,21 @@ def test_a_failing_read_of_the_derived_key_does_not_fail_the_miss(client, s3):
     response = client.get("/deny/a_100x100.jpg")
     assert response.status_code == 200
     assert dimensions(response.data) == ("JPEG", 100, 67)
+
+
+def test_the_reading_that_matched_is_found_stored_next_time(client, service, s3):
+    """curl's '+' for a space: rendered once under 'my photo_...', then served from the store."""
+    s3.put_object(Bucket=BUCKET, Key="alt/my photo.jpg", Body=photo())
+    first = client.get("/resize.php?src=alt/my+photo_100x100.jpg")
+    assert first.headers["X-Resize-Source"] == "render"
+    assert service.drain(10)
+    service.recent = type(service.recent)()  # as on another instance
+    second = client.get("/resize.php?src=alt/my+photo_100x100.jpg")
+    assert second.status_code == 200 and second.headers["X-Resize-Source"] == "stored"
+    assert service.metrics.get("renders_total", format="jpeg") == 1
+
+
+def test_a_preset_key_whose_extension_contradicts_the_preset_format_is_refused(pclient):
+    response = pclient.get("/photos/earth_wp.jpg")  # wp renders webp
+    assert response.status_code == 404 and "renders webp" in response.get_data(as_text=True)
+    assert pclient.get("/photos/earth_wp.webp").mimetype == "image/webp"

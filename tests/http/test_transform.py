@@ -203,3 +203,27 @@ def test_avif_exactly_when_this_imagemagick_encodes_it(api):
         assert response.data[4:12] == b"ftypavif"
     else:
         assert response.status_code == 415 and error_of(response)["parameter"] == "format"
+
+
+def test_blur_runs_on_the_image_never_on_the_padding(api):
+    """A pad then a blur would smear the image into its padding (and blur the whole canvas: unbounded CPU)."""
+    from tests.conftest import solid_image
+
+    data = post(api, "w=100&h=100&pad=1&bg=0000ff&blur=3&format=png", data=solid_image(10, 10, "red", "png")).data
+    with Image(blob=data) as img:
+        assert (img.width, img.height) == (100, 100)
+        just_outside = img[50, 44]  # the 10x10 source is upscale-free, centred at 45..54
+        assert (round(just_outside.red, 2), round(just_outside.blue, 2)) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("query, parameter", [("quality=%C2%B2", "quality"), ("crop=0,0,%C2%B2,1", "crop"),
+                                              ("w=%D9%A3", "w"), ("w=10&width=20", "w"), ("h=1&H=2", "h")])
+def test_non_ascii_digits_and_aliased_duplicates_are_400s(api, query, parameter):
+    response = post(api, query)
+    assert response.status_code == 400
+    assert error_of(response)["parameter"] == parameter
+
+
+def test_size_errors_name_their_parameter(api):
+    assert error_of(post(api, "w=5000"))["parameter"] == "w"
+    assert error_of(post(api, "w=100&fill=1"))["parameter"] == "h"

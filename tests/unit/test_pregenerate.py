@@ -150,3 +150,16 @@ def test_every_derived_object_carries_the_lifecycle_tag(s3, pregen, client, serv
         tags = s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
         assert tags == [{"Key": "resize-derived", "Value": "true"}], key
     assert s3.get_object_tagging(Bucket=BUCKET, Key="tag/a.jpg")["TagSet"] == []
+
+
+def test_a_format_this_server_cannot_write_is_transient_not_poison(s3):
+    """The upload is fine; the server is not: the message must stay (and reach the DLQ), not be dropped."""
+    from resize_server.errors import EncoderMissing
+
+    s3.put_object(Bucket=BUCKET, Key="enc/a.jpg", Body=photo())
+    settings = Settings(bucket=BUCKET, presets=parse_presets("av=100x100:format=avif"))
+    service = build_service(settings, storage=S3Storage(s3, BUCKET))
+    service._formats = frozenset({"jpeg", "png", "gif", "webp"})  # as on an ImageMagick without an AVIF encoder
+    with pytest.raises(EncoderMissing) as info:
+        service.pregenerate("enc/a.jpg")
+    assert info.value.transient and info.value.status == 501

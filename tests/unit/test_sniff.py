@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
