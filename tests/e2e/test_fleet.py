@@ -73,7 +73,10 @@ def fleet(s3rver, tmp_path_factory):
         env = {**devstack.server_env(s3rver, BUCKET), "MAGICK_CONFIGURE_PATH": str(ROOT / "deploy"),
                "RESIZE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "RESIZE_REDIS_WAIT": "5",
                "RESIZE_REDIS_LOCK_MS": "10000", "RESIZE_QUEUE_TIMEOUT": "30",
-               "RESIZE_ALLOWED_SIZES": "400x400,2048x2048"}
+               "RESIZE_ALLOWED_SIZES": "400x400",
+               # A render that takes long enough (a 2048 px output, then a blur: ~2 s here, still
+               # several hundred ms on a machine a few times faster) for the kill to land mid-run.
+               "RESIZE_PRESETS": "slow=2048x2048,blur=5"}
         instances = []
         for i in (1, 2):
             port = devstack.free_port()
@@ -128,28 +131,49 @@ def test_50_concurrent_requests_for_one_new_key_render_once_across_the_fleet(fle
     assert sources.count("rendered") == 1, sources
 
 
+@pytest.fixture
+def victim(fleet):
+    """The instance a test kills; replaced afterwards (as an autoscaling group would), pass or fail."""
+    victim = fleet["instances"][0]
+    yield victim
+    if victim.procs["gunicorn"].poll() is None:
+        return
+    with open(victim.log_path, "ab") as log:
+        victim.procs["gunicorn"] = devstack.start_gunicorn(victim.resize_port, fleet["env"], log_file=log)
+    fleet["procs"].append(victim.procs["gunicorn"])
+    # The balancer tries a failed server again after fail_timeout (2 s), with one request at a time
+    # until one succeeds: wait until it routes to the new instance as usual.
+    wait_until(lambda: _routed_to(fleet, victim, 4), 15, "the balancer never took the restarted instance back")
+
+
 @pytest.mark.parametrize("victim_role", ["lock-holder", "waiter"])
-def test_sigkill_of_one_instance_mid_run_loses_no_request(fleet, earth, victim_role):
+def test_sigkill_of_one_instance_mid_run_loses_no_request(fleet, victim, earth, victim_role):
     """Kill the instance that renders (the other waits on its Redis lock), or the one that waits."""
     import redis
 
-    key = f"{victim_role}/earth_2048x2048.jpg"
+    key = f"{victim_role}/earth_slow.jpg"
+    lock = f"resize-lock:{key}"
     fleet["client"].put_object(Bucket=BUCKET, Key=f"{victim_role}/earth.jpg", Body=earth, ContentType="image/jpeg")
-    victim, survivor = fleet["instances"]
+    survivor = fleet["instances"][1]
     renderer = victim if victim_role == "lock-holder" else survivor
     proc = victim.procs["gunicorn"]
     locks = redis.Redis(port=fleet["redis_port"])
+    # The primer's own connection, when it goes straight to the victim, is not one of the burst's.
+    own = 1 if renderer is victim else 0
 
     # One request straight to the chosen instance takes the Redis lock and starts the render ...
     with ThreadPoolExecutor(1) as primer:
         primed = primer.submit(_get_quietly, f"{renderer.resize_url}/resize.php?src={key}")
-        wait_until(lambda: locks.get(f"resize-lock:{key}") is not None, 10, "the render never took the lock")
+        wait_until(lambda: locks.get(lock) is not None, 10, "the render never took the lock")
 
         def kill_victim_mid_run():
-            # ... the burst comes in behind it; while the render runs (a 13.5 MP source), the victim
-            # dies with no warning, master and worker, with requests in flight on it.
-            time.sleep(0.1)
+            # ... the burst comes in behind it; once the balancer has requests open on the victim,
+            # and while the render still runs, the victim dies with no warning, master and worker.
+            wait_until(lambda: _open_connections(victim.resize_port) > own, 10,
+                       "the balancer never sent a request to the victim")
+            still_running = locks.get(lock) is not None and _stored(fleet, key) is None
             os.killpg(proc.pid, signal.SIGKILL)
+            assert still_running, "the render ended before the kill: this case needs a slower render"
 
         responses = burst(f"{fleet['lb']}/resize.php?src={key}", during=kill_victim_mid_run)
         primed.result()
@@ -169,13 +193,16 @@ def test_sigkill_of_one_instance_mid_run_loses_no_request(fleet, earth, victim_r
     stored = _stored(fleet, key)
     assert dimensions(stored) == ("JPEG", 2048, 1365)  # complete: it decodes, with the right size
     assert stored in {r.content for r in responses}
-    # Restart the victim for the next case, as an autoscaling group would replace it.
-    with open(victim.log_path, "ab") as log:
-        victim.procs["gunicorn"] = devstack.start_gunicorn(victim.resize_port, fleet["env"], log_file=log)
-    fleet["procs"].append(victim.procs["gunicorn"])
-    # The balancer tries a failed server again after fail_timeout (2 s), with one request at a time
-    # until one succeeds: wait until it routes to the new instance as usual.
-    wait_until(lambda: _routed_to(fleet, victim, 4), 15, "the balancer never took the restarted instance back")
+
+
+def _open_connections(port: int) -> int:
+    """Established TCP connections on the server side of 127.0.0.1:<port> (from /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
 
 
 def _routed_to(fleet, instance, n: int) -> bool:
