@@ -158,9 +158,11 @@ def _on_http(container: _Container, event: dict, context: Any) -> dict:
 def _too_large(container: _Container, event: dict, response: dict, size: int) -> dict:
     from .errors import ResponseTooLarge
 
-    key = _on_demand_key(event) if response.get("statusCode") == 200 else None
+    readings = _on_demand_keys(event) if response.get("statusCode") == 200 else []
     website = container.settings.website_url
-    if key and website and _stored(container, key):
+    # The app stored the render under the reading of the key whose source exists: find that one.
+    key = next((k for k in readings if _stored(container, k)), None) if website else None
+    if key:
         location = website.rstrip("/") + "/" + quote(key, safe="/")
         log.info("response over API Gateway's limit; redirected to the stored object",
                  extra={"fields": {"key": key, "bytes": size, "location": location}})
@@ -168,16 +170,16 @@ def _too_large(container: _Container, event: dict, response: dict, size: int) ->
                 "body": "", "isBase64Encoded": False}
     error = ResponseTooLarge(detail=f"response of {size} bytes (base64 JSON) over {API_GATEWAY_MAX_RESPONSE}")
     container.service.metrics.inc("errors_total", status=str(error.status))
-    log.warning(error.public, extra={"fields": {"bytes": size, "key": key}})
+    log.warning(error.public, extra={"fields": {"bytes": size, "key": readings[0] if readings else None}})
     return {"statusCode": error.status, "headers": {"Content-Type": "text/plain; charset=utf-8",
                                                     "Cache-Control": "no-store"},
             "body": error.public + "\n", "isBase64Encoded": False}
 
 
-def _on_demand_key(event: dict) -> str | None:
-    """The derived key an on-demand GET asked for (``/resize.php?src=`` or the proxied path)."""
+def _on_demand_keys(event: dict) -> list[str]:
+    """The readings of the derived key an on-demand GET asked for (``/resize.php?src=`` or the proxied path)."""
     from .errors import ResizeError
-    from .options import decode_path, decode_src
+    from .options import path_readings, src_readings
 
     if event.get("version") == "2.0":
         method = event["requestContext"]["http"].get("method")
@@ -187,11 +189,11 @@ def _on_demand_key(event: dict) -> str | None:
         path = event.get("path", "")
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in (event.get("queryStringParameters") or {}).items())
     if method != "GET":
-        return None
+        return []
     try:
-        return decode_src(query) if path == "/resize.php" else decode_path(path)
+        return src_readings(query) if path == "/resize.php" else path_readings(path)
     except ResizeError:
-        return None
+        return []
 
 
 def _stored(container: _Container, key: str) -> bool:

@@ -224,6 +224,20 @@ def test_response_over_the_payload_limit(lam, monkeypatch, website):
     assert len(json.dumps(response)) < 1024
 
 
+@pytest.mark.slow
+def test_response_over_the_payload_limit_redirects_to_the_reading_that_was_stored(lam, monkeypatch):
+    """``src=big+one_...``: curl's form of a space; only the second reading ("big one") has a source."""
+    website = "http://images.s3-website-us-east-1.amazonaws.com"
+    monkeypatch.setenv("RESIZE_WEBSITE_URL", website)
+    monkeypatch.setenv("RESIZE_MAX_SOURCE_BYTES", str(64 << 20))
+    aws_lambda.reset()
+    lam.s3.put_object(Bucket=BUCKET, Key="big one.png", Body=noisy_png(2048, 1400))
+    response = aws_lambda.handler(http_v2_event("GET", "/resize.php", "src=big+one_2048x2048.png"), None)
+    assert response["statusCode"] == 302, response.get("body", "")[:200]
+    assert response["headers"]["Location"] == website + "/big%20one_2048x2048.png"
+    assert lam.s3.head_object(Bucket=BUCKET, Key="big one_2048x2048.png")["ContentLength"] > 4 << 20
+
+
 def test_container_singletons_are_created_once_on_the_first_call(lam):
     assert aws_lambda._container is None  # not at import
     lam.s3.put_object(Bucket=BUCKET, Key="earth.jpg", Body=photo())
