@@ -283,6 +283,33 @@ class Settings:
         problems += self._rendering_problems()
         return problems
 
+    def _dest_extension_problem(self) -> str | None:
+        """The stored key's extension must name the format stored under it (what the on-demand path does).
+
+        ``{ext}`` is always right (the preset's format, else the original's); ``{key}``
+        keeps the original's extension, wrong for a preset that converts; a literal
+        extension is right only if every event preset converts to that format.
+        """
+        from .options import FORMAT_BY_EXTENSION
+
+        tail = self.dest_key.rsplit("/", 1)[-1]
+        converting = [n for n in self.event_preset_names if n in self.presets and self.presets[n].format]
+        if tail.endswith("{ext}"):
+            return None
+        if tail.endswith("{key}"):
+            if converting:
+                return (f"ends with {{key}}, so outputs keep the original's extension, but preset {converting[0]} "
+                        f"converts to {self.presets[converting[0]].format}: end the key with .{{ext}}")
+            return None
+        literal = tail.rpartition(".")[2].lower() if "." in tail else ""
+        fmt = FORMAT_BY_EXTENSION.get(literal)
+        wrong = [n for n in self.event_preset_names if n in self.presets and self.presets[n].format != fmt]
+        if fmt is None or wrong:
+            return (f"ends with a fixed extension ({literal or 'none'}), but preset {(wrong or self.event_preset_names)[0]}"
+                    " does not always write that format (an original's format is kept unless the preset sets "
+                    "format=): end the key with .{ext}")
+        return None
+
     def _rendering_problems(self) -> list[str]:
         """Presets, pre-generation and transform settings."""
         from .options import FORMAT_BY_EXTENSION
@@ -322,6 +349,10 @@ class Settings:
                 "(every preset would write the same key)")
         elif "{preset}" not in used and not self.dest_bucket:
             bad("dest_key", "without {preset}, the outputs would overwrite the originals: set RESIZE_DEST_BUCKET")
+        else:
+            extension_problem = self._dest_extension_problem()
+            if extension_problem:
+                bad("dest_key", extension_problem)
         if self.dest_bucket and "{" in self.dest_bucket.replace("{bucket}", ""):
             bad("dest_bucket", "may only use {bucket}")
         if self.max_upload_bytes < 1:

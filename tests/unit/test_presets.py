@@ -73,6 +73,13 @@ def test_settings_validate_presets_and_name_the_variable():
     ("{stem}_{size}.{ext}", "", "a=1x1", False),  # unknown field
     ("thumbs/{preset}/{key}", "", "a=1x1,b=2x2", True),
     ("{preset}.jpg", "", "a=1x1", False),  # every original writes the same key
+    # The stored key's extension names the stored format.
+    ("{key}", "{bucket}resized", "a=1x1,format=webp", False),  # a.jpg would hold WebP
+    ("{stem}.{ext}", "{bucket}resized", "a=1x1,format=webp", True),
+    ("{stem}_{preset}.jpg", "", "a=1x1,b=2x2", False),  # a PNG original would be stored as PNG under .jpg
+    ("{stem}_{preset}.jpg", "", "a=1x1,format=jpg,b=2x2,format=jpeg", True),
+    ("{stem}_{preset}.webp", "", "a=1x1,format=webp,b=2x2,format=png", False),
+    ("thumbs/{stem}_{preset}", "", "a=1x1,format=png", False),  # no extension at all
 ])
 def test_dest_key_is_validated(dest_key, dest_bucket, presets, ok):
     settings = Settings(bucket="b", presets=parse_presets(presets), dest_key=dest_key, dest_bucket=dest_bucket)
