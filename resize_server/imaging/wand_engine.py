@@ -176,6 +176,13 @@ class WandEngine:
             step(self, img, job)
         img.reset_coords()
         img.strip()
+        if job.format == "jpeg" and img.alpha_channel:
+            # JPEG has no alpha: composite onto white (the documented JPEG default), never let
+            # the encoder drop the channel and show the colour under transparent pixels (black).
+            from wand.color import Color
+
+            img.background_color = Color("#" + job.plan.ops.bg[:6]) if job.plan.ops.bg else Color("white")
+            img.alpha_channel = "remove"
         img.format = _CODERS[job.format]
         if job.format in ("jpeg", "webp", "avif"):
             img.compression_quality = job.plan.ops.quality or self.jpeg_quality

@@ -88,6 +88,17 @@ def test_png_keeps_alpha_and_format():
         assert img[180, 75].alpha == pytest.approx(0.0, abs=0.01)
 
 
+@pytest.mark.parametrize("mode", ["fit", "fill"])
+def test_transparency_becomes_white_in_jpeg(mode):
+    """JPEG has no alpha: transparent pixels are composited onto white, not left to show black."""
+    result = render(png_with_alpha(640, 480), 200, 200, mode=mode, fmt="jpeg")
+    assert dimensions(result.data)[0] == "JPEG"
+    for channel in mean_rgb(result.data, (0.85, 0.2, 0.95, 0.8)):  # inside the transparent right half
+        assert channel > 245
+    red, green, blue = mean_rgb(result.data, (0.05, 0.2, 0.15, 0.8))  # the opaque red half stays red
+    assert red > 230 and green < 30 and blue < 30
+
+
 @pytest.mark.parametrize("quality", [30, 95])
 def test_jpeg_quality_is_applied(quality):
     data = photo("Landscape_1.jpg")
